@@ -1,0 +1,1 @@
+"""hwmarket billing: price books, rating, invoices and Stripe sync."""

@@ -1,0 +1,1 @@
+"""hwmarket's marketplace: the SKU catalogue, sites and hosts, reservations and capacity."""

@@ -1,0 +1,1 @@
+"""hwmarket metering: BMC power collection, energy integration, the usage ledger."""
