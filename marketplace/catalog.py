@@ -63,23 +63,16 @@ def _bounded(lo: int, hi: int, what: str) -> Any:
     return check
 
 
-def _size(lo: int, hi: int) -> Any:
-    return Annotated[
-        int,
-        BeforeValidator(_size_in_range(lo, hi)),
-        WithJsonSchema(
-            {
-                "anyOf": [
-                    {
-                        "type": "string",
-                        "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtTpP]i?)?(B|bytes?)\s*$",
-                    },
-                    {"type": "integer", "minimum": lo, "maximum": hi},
-                ],
-                "description": SIZE_FORMS,
-            }
-        ),
-    ]
+def _size_schema(lo: int, hi: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([kKmMgGtTpP]i?)?(B|bytes?)\s*$"},
+                {"type": "integer", "minimum": lo, "maximum": hi},
+            ],
+            "description": SIZE_FORMS,
+        }
+    )
 
 
 def _size_in_range(lo: int, hi: int) -> Any:
@@ -107,9 +100,15 @@ def _speed_in_range(value: object) -> int:
     return n
 
 
-MemorySize = _size(2**20, 64 * 2**40)
-DriveSize = _size(10**9, 10**15)
-AcceleratorMemory = _size(2**20, 16 * 2**40)
+MemorySize = Annotated[
+    int, BeforeValidator(_size_in_range(2**20, 64 * 2**40)), _size_schema(2**20, 64 * 2**40)
+]
+DriveSize = Annotated[
+    int, BeforeValidator(_size_in_range(10**9, 10**15)), _size_schema(10**9, 10**15)
+]
+AcceleratorMemory = Annotated[
+    int, BeforeValidator(_size_in_range(2**20, 16 * 2**40)), _size_schema(2**20, 16 * 2**40)
+]
 BitRate = Annotated[
     int,
     BeforeValidator(_speed_in_range),

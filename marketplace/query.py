@@ -12,7 +12,7 @@ The command line's ``--where`` text parses into one::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -123,7 +123,7 @@ class SkuQuery(BaseModel):
         return cls(**fields)
 
 
-_TERMS = {
+_TERMS: dict[tuple[str, str], tuple[str, Callable[[str], Any]]] = {
     ("slug", "="): ("slug", str),
     ("vendor", "="): ("vendor", str),
     ("arch", "="): ("arch", str),

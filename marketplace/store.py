@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, inspect, select, update
+from pydantic import SecretStr
+from sqlalchemy import Engine, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -124,7 +125,9 @@ class Store:
 
     # -- catalogue --------------------------------------------------------------------------
 
-    def import_listings(self, sources: Sequence[str | Path | Listing | dict[str, Any]]) -> ImportReport:
+    def import_listings(
+        self, sources: Sequence[str | Path | Listing | dict[str, Any]]
+    ) -> ImportReport:
         """Import vendor listings (files or :class:`Listing` values) atomically.
 
         Every file is validated first and all problems are reported together; then one
@@ -194,7 +197,7 @@ class Store:
             if retired:
                 s.execute(update(SkuRow).where(SkuRow.id.in_(retired)).values(is_current=False))
             if new_rows:
-                s.execute(SkuRow.__table__.insert(), new_rows)
+                s.execute(insert(SkuRow), new_rows)
         return report
 
     def import_listing(self, source: str | Path | Listing | dict[str, Any]) -> ImportReport:
@@ -249,7 +252,9 @@ class Store:
 
     # -- inventory --------------------------------------------------------------------------
 
-    def import_inventories(self, sources: Sequence[str | Path | Inventory | dict[str, Any]]) -> ImportReport:
+    def import_inventories(
+        self, sources: Sequence[str | Path | Inventory | dict[str, Any]]
+    ) -> ImportReport:
         """Import sites and hosts atomically. Re-importing the same file changes nothing; a host
         whose fields changed is updated. Hosts may name sites of the same import or stored ones."""
         inventories: list[tuple[str, Inventory]] = []
@@ -343,7 +348,7 @@ class Store:
             if problems:
                 raise InvalidInput(problems)
             if inserts:
-                s.execute(HostRow.__table__.insert(), inserts)
+                s.execute(insert(HostRow), inserts)
             if updates:
                 s.execute(update(HostRow), updates)
         return report
@@ -502,24 +507,19 @@ def _host_values(host: Host, sku_id: int) -> dict[str, Any]:
 def _host_from_row(row: HostRow, slug: str, revision: int) -> Host:
     bmc = None
     if row.bmc_protocol:
-        bmc = BmcEndpoint.model_construct(
-            protocol=row.bmc_protocol,
-            address=row.bmc_address,
-            port=row.bmc_port,
-            username=row.bmc_username,
-            password=_secret(row.bmc_password or ""),
-            method=row.bmc_method,
-            verify_tls=row.bmc_verify_tls,
-        )
+        fields: dict[str, Any] = {
+            "protocol": row.bmc_protocol,
+            "address": row.bmc_address,
+            "port": row.bmc_port,
+            "username": row.bmc_username,
+            "password": SecretStr(row.bmc_password or ""),
+            "method": row.bmc_method,
+            "verify_tls": row.bmc_verify_tls,
+        }
+        bmc = BmcEndpoint.model_construct(**fields)
     return Host.model_construct(
         id=row.id, sku=f"{slug}@{revision}", site=row.site_code, state=HostState(row.state), bmc=bmc
     )
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)
 
 
 def _sku_row(sku: Sku, revision: int, digest: str, now: dt.datetime) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from marketplace.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = Path(os.environ.get("HWMARKET_SHARED_DATA", ROOT.parent / "shared" / "data"))
-PG_URL = os.environ.get("HWMARKET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_URL = os.environ.get(
+    "HWMARKET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -39,7 +41,10 @@ def need(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    need(SHARED_DATA.is_dir(), f"the shared data folder {SHARED_DATA} is missing (set HWMARKET_SHARED_DATA)")
+    need(
+        SHARED_DATA.is_dir(),
+        f"the shared data folder {SHARED_DATA} is missing (set HWMARKET_SHARED_DATA)",
+    )
     return SHARED_DATA
 
 
@@ -49,10 +54,12 @@ def pg_database() -> Iterator[str]:
     admin_url = make_url(PG_URL)
     name = f"hwmarket_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
     try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        admin = create_engine(
+            admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server to test against"
+    except Exception as exc:
         need(
             False,
             f"PostgreSQL not reachable at {admin_url.render_as_string(hide_password=True)} ({type(exc).__name__}); "

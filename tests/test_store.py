@@ -98,7 +98,11 @@ def test_capability_queries(example_store: Store) -> None:
     assert slugs(site="sjc2") == ["c3.large.arm64", "m3.large.x86"]
     from decimal import Decimal
 
-    assert slugs(max_hourly_price=Decimal("3.20")) == ["c3.large.arm64", "c3.small.x86", "m3.large.x86"]
+    assert slugs(max_hourly_price=Decimal("3.20")) == [
+        "c3.large.arm64",
+        "c3.small.x86",
+        "m3.large.x86",
+    ]
     # jpu1.8x.large lists 24.00 but 26.00 at sjc1
     assert "jpu1.8x.large" in slugs(max_hourly_price=Decimal("25"))
     assert slugs(max_hourly_price=Decimal("25"), site="sjc1") == ["c3.small.x86"]
@@ -119,17 +123,23 @@ def test_sites_and_hosts(example_store: Store) -> None:
     assert host.bmc is not None and host.bmc.password.get_secret_value() == "example"
 
 
-def test_failed_import_leaves_sqlite_file_byte_identical(sqlite_store: Store, tmp_path: Path) -> None:
+def test_failed_import_leaves_sqlite_file_byte_identical(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
     sqlite_store.import_listings(sorted((EXAMPLES / "listings").iterdir()))
     db_file = tmp_path / "hwmarket.db"
     before = hashlib.sha256(db_file.read_bytes()).hexdigest()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("vendor: packetworks\nskus:\n  - {slug: c3.small.x86, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n  - {slug: b, name: y, arch: vax, cpus: [], memory: 1GB}\n")
+    bad.write_text(
+        "vendor: packetworks\nskus:\n  - {slug: c3.small.x86, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n  - {slug: b, name: y, arch: vax, cpus: [], memory: 1GB}\n"
+    )
     with pytest.raises(InvalidInput):
         sqlite_store.import_listings([bad])
     # a valid file whose store-side check fails (foreign vendor) is rolled back too
     foreign = tmp_path / "foreign.yaml"
-    foreign.write_text("vendor: intruder\nskus:\n  - {slug: new.one, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n  - {slug: c3.small.x86, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n")
+    foreign.write_text(
+        "vendor: intruder\nskus:\n  - {slug: new.one, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n  - {slug: c3.small.x86, name: x, arch: x86_64, cpus: [{model: a, cores: 4}], memory: 1GB}\n"
+    )
     with pytest.raises(InvalidInput):
         sqlite_store.import_listings([foreign])
     sqlite_store.dispose()
