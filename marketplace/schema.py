@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Numeric,
@@ -99,4 +100,83 @@ class HostRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
-__all__ = ["HostRow", "MetroRow", "RegionRow", "SiteRow", "SkuRow"]
+class ReservationRow(Base):
+    """A customer's reservation of ``count`` machines of one SKU revision at one site.
+
+    Its hosts are in :class:`BookingRow`; what happened to it, in :class:`ReservationEventRow`.
+    """
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        CheckConstraint("end_at > start_at", name="positive_length"),
+        CheckConstraint("count > 0", name="positive_count"),
+        Index("ix_reservations_customer", "customer"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer: Mapped[str] = mapped_column(String(100))
+    sku_id: Mapped[int] = mapped_column(ForeignKey("skus.id"))
+    site_code: Mapped[str] = mapped_column(ForeignKey("sites.code"))
+    count: Mapped[int]
+    start_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    end_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: confirmed, cancelled, released, degraded (active and ended follow from the clock).
+    state: Mapped[str] = mapped_column(String(16))
+    term: Mapped[str] = mapped_column(String(16), default="on-demand")
+    currency: Mapped[str | None] = mapped_column(String(3))
+    list_price_hourly: Mapped[Decimal | None] = mapped_column(Numeric(18, 6))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class BookingRow(Base):
+    """One host held for ``[start_at, end_at)``: by a reservation, or blocked for maintenance.
+
+    The database refuses two live (not voided) rows of one host whose times overlap: an
+    exclusion constraint on PostgreSQL, a trigger on SQLite (migration 0002). A moved booking
+    is cut at the moment of the move and continued on the new host, so these rows are the exact
+    record of which reservation held which host for which seconds.
+    """
+
+    __tablename__ = "bookings"
+    __table_args__ = (
+        CheckConstraint("end_at > start_at", name="positive_length"),
+        Index("ix_bookings_host_time", "host_id", "start_at"),
+        Index("ix_bookings_reservation", "reservation_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    reservation_id: Mapped[str | None] = mapped_column(ForeignKey("reservations.id"))
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id"))
+    #: reservation or maintenance
+    kind: Mapped[str] = mapped_column(String(16))
+    start_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    end_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: A booking cancelled before it began holds nothing; kept (voided) for the record.
+    voided: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(String(200))
+
+
+class ReservationEventRow(Base):
+    """The append-only log of a reservation's life: confirmed, moved, extended, released ..."""
+
+    __tablename__ = "reservation_events"
+    __table_args__ = (Index("ix_reservation_events_reservation", "reservation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    reservation_id: Mapped[str] = mapped_column(ForeignKey("reservations.id"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    host_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+__all__ = [
+    "BookingRow",
+    "HostRow",
+    "MetroRow",
+    "RegionRow",
+    "ReservationEventRow",
+    "ReservationRow",
+    "SiteRow",
+    "SkuRow",
+]
