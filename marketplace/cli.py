@@ -300,6 +300,16 @@ def host_list(
     emit(flat, fmt, title="Hosts", json_records=[h.public() for h in hosts])
 
 
+def _register_reservations() -> None:
+    from marketplace import cli_reservations
+
+    cli_reservations.register(app, fails_cleanly)
+    cli_reservations.register_host_commands(host_app, fails_cleanly)
+
+
+_register_reservations()
+
+
 def _register_extensions() -> None:
     for ep in entry_points(group="hwmarket.cli"):
         try:

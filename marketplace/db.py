@@ -68,7 +68,7 @@ def database_url(url: str | None = None) -> str:
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with hwmarket's settings.
 
-    SQLite: foreign keys on, a busy timeout so concurrent writers queue instead of failing, and
+    SQLite: write-ahead logging, foreign keys on, a busy timeout so concurrent writers queue instead of failing, and
     transactions begun explicitly (pysqlite's own BEGIN handling is switched off) so a booking
     can take the write lock first with ``BEGIN IMMEDIATE``.
     A plain ``postgresql://`` URL is routed to psycopg 3.
@@ -87,6 +87,12 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            if ":memory:" not in url:
+                # WAL: readers never block the writer, and a commit needs no fsync of the
+                # whole file (synchronous=NORMAL keeps the database consistent on power loss,
+                # losing at most the last commits since a checkpoint).
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")

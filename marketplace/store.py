@@ -27,10 +27,18 @@ from marketplace import migrate
 from marketplace.catalog import Listing, Sku
 from marketplace.db import database_url, load_all_models, make_engine
 from marketplace.documents import load_inventory, load_listing, validate_data
-from marketplace.errors import HwmarketError, InvalidInput, NotFound, Problem, StoreError
+from marketplace.errors import (
+    BookingConflict,
+    HwmarketError,
+    InvalidInput,
+    NotFound,
+    Problem,
+    StoreError,
+)
 from marketplace.inventory import BmcEndpoint, Host, HostState, Inventory, Site
 from marketplace.query import SkuList, SkuQuery
 from marketplace.schema import HostRow, MetroRow, RegionRow, SiteRow, SkuRow
+from marketplace.units import plain_decimal
 
 
 @dataclass
@@ -56,6 +64,13 @@ class PlacedSite(Site):
 
     metro: str
     region: str
+
+
+def _is_overlap(exc: IntegrityError) -> bool:
+    """Whether the database refused a booking that overlaps another on the same host."""
+    if getattr(exc.orig, "sqlstate", None) == "23P01":  # PostgreSQL exclusion_violation
+        return True
+    return "booking overlaps a live booking" in str(exc.orig)
 
 
 def _now() -> dt.datetime:
@@ -116,6 +131,10 @@ class Store:
         except HwmarketError:
             raise
         except IntegrityError as exc:
+            if _is_overlap(exc):
+                raise BookingConflict(
+                    "another booking took one of these hosts for an overlapping time; try again"
+                ) from None
             raise StoreError(f"the database refused the change: {exc.orig}") from None
         except (OperationalError, DBAPIError) as exc:
             raise StoreError(f"database {self.safe_url}: {exc.orig}") from None
@@ -389,7 +408,7 @@ class Store:
                     name=row.name,
                     country=row.country,
                     timezone=row.timezone,
-                    energy_price_kwh=row.energy_price_kwh,
+                    energy_price_kwh=plain_decimal(row.energy_price_kwh),
                     pue=row.pue,
                     metro=row.metro_code,
                     region=region,

@@ -99,4 +99,23 @@ def format_speed(bps: int) -> str:
     return f"{bps}bps"
 
 
-__all__ = ["SIZE_FORMS", "SPEED_FORMS", "format_size", "format_speed", "parse_size", "parse_speed"]
+def plain_decimal(value: Decimal) -> Decimal:
+    """Drop the trailing zeros a NUMERIC(18, 6) column adds: ``0.500000`` -> ``0.50``.
+
+    Keeps at least two decimal places, the way prices are written.
+    """
+    if value == value.to_integral_value():
+        return value.quantize(Decimal("0.01"))
+    normal = value.normalize()
+    return normal if -normal.as_tuple().exponent >= 2 else value.quantize(Decimal("0.01"))  # type: ignore[operator]
+
+
+__all__ = [
+    "SIZE_FORMS",
+    "SPEED_FORMS",
+    "format_size",
+    "format_speed",
+    "parse_size",
+    "parse_speed",
+    "plain_decimal",
+]

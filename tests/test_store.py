@@ -127,6 +127,7 @@ def test_failed_import_leaves_sqlite_file_byte_identical(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
     sqlite_store.import_listings(sorted((EXAMPLES / "listings").iterdir()))
+    sqlite_store.dispose()  # checkpoint the write-ahead log into the file before hashing it
     db_file = tmp_path / "hwmarket.db"
     before = hashlib.sha256(db_file.read_bytes()).hexdigest()
     bad = tmp_path / "bad.yaml"

@@ -1,0 +1,185 @@
+"""Quotes, bookings and the life of a reservation, through the store on both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from marketplace.booking import available, quote, reserve
+from marketplace.capacity import capacity, holdings
+from marketplace.errors import InvalidInput, InvalidState, NoCapacity, NotFound
+from marketplace.lifecycle import (
+    cancel,
+    extend,
+    fail_host,
+    get_reservation,
+    list_reservations,
+    release,
+    reservation_events,
+    schedule_maintenance,
+)
+from marketplace.reservations import ReservationState
+from marketplace.store import Store
+
+NOW = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+H = dt.timedelta(hours=1)
+
+
+def req(count: int = 1, start: int = 1, end: int = 5, **kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "customer": "acme",
+        "count": count,
+        "sku": "c3.small.x86",
+        "start": NOW + start * H,
+        "end": NOW + end * H,
+    }
+    base.update(kw)
+    return base
+
+
+def table_rows(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {
+            t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0
+            for t in ("reservations", "bookings", "reservation_events")
+        }
+
+
+def test_quote_books_nothing_and_prices_the_window(example_store: Store) -> None:
+    offers = quote(example_store, req(2), now=NOW)
+    assert [(o.site, o.sku, o.count, str(o.price)) for o in offers] == [
+        ("sjc1", "c3.small.x86", 2, "4.00")
+    ]
+    assert table_rows(example_store)["reservations"] == 0
+    gpu = quote(
+        example_store,
+        req(1, sku=None, where={"accelerator_kind": "gpu"}, places=["eu", "na"]),
+        now=NOW,
+    )
+    assert [o.site for o in gpu] == ["fra1", "sjc1"]  # preference order kept
+    assert str(gpu[0].hourly_price) == "104.00"  # the fra1 price override
+
+
+def test_reserve_binds_hosts_and_refuses_overcommitment(example_store: Store) -> None:
+    r = reserve(example_store, req(3), now=NOW)
+    assert r.count == 3 and len(set(r.hosts)) == 3 and r.state_at(NOW) is ReservationState.CONFIRMED
+    assert r.state_at(NOW + 2 * H) is ReservationState.ACTIVE
+    reserve(example_store, req(1, 2, 3), now=NOW)
+    before = table_rows(example_store)
+    with pytest.raises(NoCapacity, match=r"0 of 4 free"):
+        reserve(example_store, req(1, 2, 4), now=NOW)
+    assert table_rows(example_store) == before
+    assert not available(example_store, req(1, 2, 4), now=NOW)
+    assert available(example_store, req(1, 5, 6), now=NOW)
+
+
+def test_min_count_and_flexible_start(example_store: Store) -> None:
+    reserve(example_store, req(3, 1, 5), now=NOW)
+    partial = reserve(example_store, req(3, 2, 3, min_count=1), now=NOW)
+    assert partial.count == 1
+    flexible = reserve(example_store, req(4, 1, 3, latest_start=NOW + 10 * H), now=NOW)
+    assert flexible.start == NOW + 5 * H and flexible.end == NOW + 7 * H
+
+
+def test_cancel_frees_capacity_at_once(example_store: Store) -> None:
+    r = reserve(example_store, req(4), now=NOW)
+    with pytest.raises(NoCapacity):
+        reserve(example_store, req(1), now=NOW)
+    cancelled = cancel(example_store, r.id, now=NOW)
+    assert cancelled.state_at(NOW) is ReservationState.CANCELLED
+    assert reserve(example_store, req(4), now=NOW).count == 4
+    with pytest.raises(InvalidState):
+        cancel(example_store, r.id, now=NOW)
+    assert holdings(example_store, NOW, NOW + 10 * H)["reservation_id"].nunique() == 1
+
+
+def test_release_and_extend(example_store: Store) -> None:
+    r = reserve(example_store, req(2, 1, 5), now=NOW)
+    other = reserve(example_store, req(2, 5, 9), now=NOW)
+    assert other.hosts == r.hosts  # best fit: no idle gap between the two
+    # the same hosts are taken after 5 h, the other two are not: the extension re-binds
+    extended = extend(example_store, r.id, NOW + 7 * H, now=NOW)
+    assert extended.end == NOW + 7 * H
+    assert set(extended.hosts).isdisjoint(other.hosts)
+    reserve(example_store, req(2, 7, 12), now=NOW)  # takes the only two hosts free from 7 h
+    before = table_rows(example_store)
+    with pytest.raises(NoCapacity):
+        extend(example_store, r.id, NOW + 10 * H, now=NOW)
+    assert table_rows(example_store) == before
+    with pytest.raises(InvalidState):
+        release(example_store, r.id, now=NOW)  # not started yet
+    released = release(example_store, r.id, now=NOW + 2 * H + dt.timedelta(seconds=17))
+    assert released.end == NOW + 2 * H + dt.timedelta(seconds=17)
+    assert released.state_at(NOW + 3 * H) is ReservationState.ENDED
+    held = holdings(example_store, NOW, NOW + 24 * H)
+    mine = held[held.reservation_id == r.id]
+    assert (mine.end - mine.start).dt.total_seconds().sum() == 2 * (3600 + 17)
+    kinds = [e.kind for e in reservation_events(example_store, r.id, now=NOW + 3 * H)]
+    assert kinds == ["confirmed", "extended", "active", "released", "ended"]
+
+
+def test_failed_host_moves_bookings_exactly(example_store: Store) -> None:
+    r = reserve(example_store, req(1, 1, 5), now=NOW)
+    victim = r.hosts[0]
+    events = fail_host(example_store, victim, now=NOW + 2 * H)
+    assert [e.kind for e in events] == ["moved"]
+    moved = get_reservation(example_store, r.id)
+    assert moved.hosts != [victim] and moved.state_at(NOW + 2 * H) is ReservationState.ACTIVE
+    held = holdings(example_store, NOW, NOW + 10 * H).sort_values("start")
+    assert list(held.host) == [victim, moved.hosts[0]]
+    assert held.end.iloc[0] == held.start.iloc[1] == NOW + 2 * H
+    assert (held.end - held.start).dt.total_seconds().sum() == 4 * 3600
+    with pytest.raises(InvalidInput, match=r"at most 3"):  # the failed host takes no bookings
+        reserve(example_store, req(4, 6, 7), now=NOW)
+
+
+def test_maintenance_moves_or_degrades(example_store: Store) -> None:
+    r = reserve(example_store, req(4, 1, 5), now=NOW)
+    events = schedule_maintenance(example_store, r.hosts[0], NOW + 2 * H, NOW + 3 * H, now=NOW)
+    assert [e.kind for e in events] == ["degraded"]
+    assert "no free c3.small.x86@1 host at sjc1" in events[0].detail["reason"]
+    assert get_reservation(example_store, r.id).state_at(NOW + 2 * H) is ReservationState.DEGRADED
+    # the maintenance window blocks the host like a booking does
+    with pytest.raises(NoCapacity):
+        reserve(example_store, req(1, 2, 3), now=NOW)
+    assert reserve(example_store, req(4, 6, 7), now=NOW).count == 4
+
+
+def test_bad_requests_store_nothing(example_store: Store) -> None:
+    before = table_rows(example_store)
+    bad = [
+        (req(start=5, end=5), InvalidInput, "end"),
+        (req(start=-48, end=-47), InvalidInput, "in the past"),
+        (req(0), InvalidInput, "count must be at least 1"),
+        (req(99), InvalidInput, "more machines than any matching site holds"),
+        (req(sku="nope.sku"), NotFound, "not in the catalogue"),
+        (req(places=["atlantis"]), InvalidInput, "unknown place"),
+        (req(sku=None, where={"min_cores": 100000}), InvalidInput, "no SKU"),
+        ({**req(), "start": dt.datetime(2031, 1, 1, 1)}, InvalidInput, "timezone"),
+    ]
+    for request, error, message in bad:
+        with pytest.raises(error, match=message):
+            reserve(example_store, request, now=NOW)
+    assert table_rows(example_store) == before
+
+
+def test_capacity_levels_and_steps(example_store: Store) -> None:
+    reserve(example_store, req(3, 1, 5), now=NOW)
+    view = capacity(example_store, NOW, NOW + 6 * H, sku="c3.small.x86")
+    assert view.levels.to_dict("records") == [
+        {
+            "site": "sjc1",
+            "sku": "c3.small.x86@1",
+            "total": 4,
+            "free_whole_window": 1,
+            "level": "limited",
+        }
+    ]
+    steps = view.steps
+    assert (
+        steps.reserved.max() == 3
+        and (steps.free + steps.reserved + steps.maintenance == steps.total).all()
+    )
+    assert list_reservations(example_store, customer="acme", now=NOW)[0].count == 3
