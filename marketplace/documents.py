@@ -101,6 +101,16 @@ def read_document(path: str | Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         ) from None
     except OSError as exc:
         raise InvalidInput(f"cannot read the file: {exc.strerror}", source=source) from None
+    return parse_document(text, kind, source)
+
+
+def parse_document(
+    text: str, kind: str, source: str = "<text>"
+) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse YAML, TOML or JSON ``text``; return its data and a path -> line map (YAML only).
+
+    Syntax errors raise :class:`InvalidInput` naming ``source`` and the line.
+    """
     lines: dict[tuple[Any, ...], int] = {}
     try:
         if kind == "yaml":
@@ -293,6 +303,7 @@ __all__ = [
     "load_inventory",
     "load_listing",
     "load_model",
+    "parse_document",
     "read_document",
     "validate_data",
 ]
