@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from marketplace.units import SIZE_FORMS, SPEED_FORMS, parse_size, parse_speed
+from marketplace.units import SIZE_FORMS, SPEED_FORMS, parse_size, parse_speed, plain_decimal
 
 
 def report_cross_problems(problems: list[tuple[str, str, object]], info: ValidationInfo) -> None:
@@ -141,7 +141,7 @@ def _money(value: object) -> Decimal:
         raise ValueError("a price has at most 6 decimal places")
     if amount > Decimal("1000000"):
         raise ValueError("a price per hour above 1,000,000 is not accepted")
-    return amount
+    return plain_decimal(amount)  # 24, 24.0 and "24.00" are one price: 24.00
 
 
 Money = Annotated[
@@ -155,6 +155,8 @@ Money = Annotated[
     ),
 ]
 
+#: One line of text: no control characters (a NUL would be stored by SQLite, refused by PostgreSQL).
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 SLUG_PATTERN = r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$"
 CODE_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
 #: What a person is told when a value does not match one of the patterns below.
@@ -165,6 +167,8 @@ PATTERN_HELP = {
     "underscores, such as 'sjc1'",
     r"^[A-Z]{3}$": "a currency is a three-letter ISO 4217 code in capitals, such as 'USD'",
     r"^[A-Z]{2}$": "a country is a two-letter ISO 3166 code in capitals, such as 'US'",
+    NO_CONTROL: "text without control characters (tabs, newlines, NUL ...)",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "a trait is letters, digits, '_', '.' and '-', such as 'rdma'",
 }
 
 Slug = Annotated[
@@ -176,11 +180,13 @@ Code = Annotated[
     str,
     StringConstraints(pattern=CODE_PATTERN, min_length=1, max_length=32),
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL)
+]
 Trait = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=40
+        strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=40
     ),
 ]
 
@@ -271,7 +277,9 @@ class Accelerator(StrictModel):
     model: Name
     memory: AcceleratorMemory | None = None
     tdp_watts: Annotated[int | None, Field(ge=1, le=10_000)] = None
-    interconnect: Annotated[str | None, StringConstraints(max_length=100)] = None
+    interconnect: Annotated[str | None, StringConstraints(max_length=100, pattern=NO_CONTROL)] = (
+        None
+    )
 
 
 class PowerEnvelope(StrictModel):
@@ -321,8 +329,12 @@ class Sku(StrictModel):
 
     slug: Slug
     name: Name
-    vendor: Annotated[str | None, StringConstraints(min_length=1, max_length=100)] = None
-    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    vendor: Annotated[
+        str | None, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL)
+    ] = None
+    description: Annotated[
+        str, StringConstraints(max_length=2000, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")
+    ] = ""
     revision: Annotated[int | None, Field(ge=1)] = None
     arch: ArchName
     cpus: Annotated[list[Cpu], Field(min_length=1, max_length=8)]
@@ -370,7 +382,7 @@ class Sku(StrictModel):
 class Listing(StrictModel):
     """A vendor's listing file: the vendor's name and its SKUs."""
 
-    vendor: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    vendor: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL)]
     skus: Annotated[list[Sku], Field(min_length=1, max_length=100_000)]
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from rich.table import Table
 
 #: Normal output (tables, JSON, CSV) goes to stdout; progress and errors go to stderr.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class OutputFormat(StrEnum):

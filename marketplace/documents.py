@@ -218,8 +218,30 @@ def problems_from(
         elif err["type"] == "missing":
             message = "required key is missing"
             value = _MISSING
+        if _may_hold_secret(loc):
+            value = _mask(value)
         problems.append(Problem(format_path(loc), message, value, source, _line_of(loc, lines)))
     return problems
+
+
+#: Keys of a BMC entry whose values are not secret; anything else under ``bmc`` may be a
+#: password, misspelt keys included (``pasword: hunter2``), so its value is never echoed.
+_BMC_PUBLIC_KEYS = {"protocol", "address", "port", "username", "method", "verify_tls"}
+
+
+def _may_hold_secret(loc: tuple[Any, ...]) -> bool:
+    if "bmc" not in loc:
+        return False
+    after = loc[loc.index("bmc") + 1 :]
+    return not after or str(after[0]) not in _BMC_PUBLIC_KEYS
+
+
+def _mask(value: Any) -> Any:
+    if value is _MISSING:
+        return value
+    if isinstance(value, dict):
+        return {k: (v if k in _BMC_PUBLIC_KEYS else "**********") for k, v in value.items()}
+    return "**********"
 
 
 def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:

@@ -17,9 +17,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from marketplace.catalog import Sku
+from marketplace.catalog import ARCH_ALIASES, Sku
 from marketplace.errors import InvalidInput, Problem
 from marketplace.units import parse_size
 
@@ -43,6 +43,14 @@ class SkuQuery(BaseModel):
     traits: list[str] = []
     site: str | None = None
     max_hourly_price: Decimal | None = None
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_alias(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip().lower()
+        return ARCH_ALIASES.get(name, name)
 
     def matches(self, sku: Sku) -> bool:
         """Whether ``sku`` meets every requirement (price at ``site`` when one is given)."""

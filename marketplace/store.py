@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 from pydantic import SecretStr
-from sqlalchemy import Engine, insert, inspect, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy import Engine, Table, insert, inspect, select, update
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from marketplace import migrate
@@ -66,6 +66,14 @@ class PlacedSite(Site):
     region: str
 
 
+def _table(model: Any) -> Table:
+    """The Core table of a model: inserting through it is one executemany (the ORM's bulk insert
+    splits batches wherever a row leaves a column None)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def _is_overlap(exc: IntegrityError) -> bool:
     """Whether the database refused a booking that overlaps another on the same host."""
     if getattr(exc.orig, "sqlstate", None) == "23P01":  # PostgreSQL exclusion_violation
@@ -88,7 +96,14 @@ class Store:
         self, url: str | None = None, *, engine: Engine | None = None, migrate_schema: bool = True
     ) -> None:
         self.url = database_url(url)
-        self.engine = engine or make_engine(self.url)
+        try:
+            self.engine = engine or make_engine(self.url)
+        except (ArgumentError, ImportError) as exc:
+            shown = self.url.split("@")[-1] if "@" in self.url else self.url
+            raise StoreError(
+                f"cannot use the database URL ...{shown}: {exc}; expected sqlite:///FILE or "
+                "postgresql://USER@HOST/DB"
+            ) from None
         if migrate_schema:
             self.init()
 
@@ -216,7 +231,7 @@ class Store:
             if retired:
                 s.execute(update(SkuRow).where(SkuRow.id.in_(retired)).values(is_current=False))
             if new_rows:
-                s.execute(insert(SkuRow), new_rows)
+                s.connection().execute(insert(_table(SkuRow)), new_rows)
         return report
 
     def import_listing(self, source: str | Path | Listing | dict[str, Any]) -> ImportReport:
@@ -367,7 +382,7 @@ class Store:
             if problems:
                 raise InvalidInput(problems)
             if inserts:
-                s.execute(insert(HostRow), inserts)
+                s.connection().execute(insert(_table(HostRow)), inserts)
             if updates:
                 s.execute(update(HostRow), updates)
         return report

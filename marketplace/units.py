@@ -82,20 +82,25 @@ def format_size(n: int) -> str:
     >>> format_size(3840000000000)
     '3.84TB'
     """
-    for suffix, factor in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
+    for suffix, factor in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= factor and n % factor == 0:
             return f"{n // factor}{suffix}"
     for suffix, factor in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6)):
         if n >= factor:
-            return f"{Decimal(n) / factor:f}".rstrip("0").rstrip(".") + suffix
+            return _trim(f"{Decimal(n) / factor:f}") + suffix
     return f"{n}B"
+
+
+def _trim(text: str) -> str:
+    """``'3.840'`` -> ``'3.84'``, ``'10'`` stays ``'10'`` (only decimals lose zeros)."""
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def format_speed(bps: int) -> str:
     """``25000000000`` -> ``'25Gbps'``."""
     for suffix, factor in (("Tbps", 10**12), ("Gbps", 10**9), ("Mbps", 10**6)):
         if bps >= factor:
-            return f"{Decimal(bps) / factor:f}".rstrip("0").rstrip(".") + suffix
+            return _trim(f"{Decimal(bps) / factor:f}") + suffix
     return f"{bps}bps"
 
 
