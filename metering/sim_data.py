@@ -14,8 +14,18 @@ import numpy as np
 
 from metering.power_models import SpecPowerCurve, TraceReplayModel, curve_from_row
 
-#: Where the project's measured power data lives unless HWMARKET_POWER_DATA says otherwise.
-DEFAULT_POWER_DATA = Path(os.environ.get("HWMARKET_POWER_DATA", "/work/shared/data/power"))
+
+def shared_data_dir() -> Path:
+    """The real data folder: ``$HWMARKET_SHARED_DATA``, else ``shared/data`` beside the
+    repository (where the project keeps it), else ``/work/shared/data``."""
+    if "HWMARKET_SHARED_DATA" in os.environ:
+        return Path(os.environ["HWMARKET_SHARED_DATA"])
+    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+#: Where the measured power data lives unless HWMARKET_POWER_DATA says otherwise.
+DEFAULT_POWER_DATA = Path(os.environ.get("HWMARKET_POWER_DATA", shared_data_dir() / "power"))
 
 
 def load_specpower_curves(path: Path | None = None) -> dict[str, SpecPowerCurve]:

@@ -20,10 +20,11 @@ from sqlalchemy.engine import make_url
 
 from marketplace.db import load_all_models, make_engine
 from marketplace.store import Store
+from metering.sim_data import shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = Path(os.environ.get("HWMARKET_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 PG_URL = os.environ.get(
     "HWMARKET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -7,18 +7,20 @@ reported bound must contain the counter's energy over the covered span and over 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from metering.energy import interval_energy
+from tests.conftest import SHARED_DATA, need
 
-TRACE = Path("/work/shared/data/power/h100_power_trace.csv")
+TRACE = SHARED_DATA / "power" / "h100_power_trace.csv"
 STEPS = (20, 100, 200, 600)
 
-pytestmark = pytest.mark.skipif(not TRACE.exists(), reason="shared H100 trace not present")
+
+@pytest.fixture(autouse=True)
+def _trace_present() -> None:
+    need(TRACE.exists(), f"the measured H100 trace {TRACE} is missing (set HWMARKET_SHARED_DATA)")
 
 
 def _trace() -> pd.DataFrame:
