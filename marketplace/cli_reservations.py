@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from marketplace import booking, lifecycle
-from marketplace import capacity as capacity_view
+from marketplace.capacity import capacity as capacity_of
 from marketplace.console import OutputFormat, emit, emit_one, err
 from marketplace.errors import InvalidInput, Problem
 from marketplace.query import SkuQuery
@@ -211,7 +211,7 @@ def register(app: typer.Typer, fails_cleanly: Any) -> None:
 
         t0 = parse_time(start, "--start")
         t1 = parse_time(end, "--end") if end else t0 + dt.timedelta(hours=24)
-        view = capacity_view.capacity(
+        view = capacity_of(
             store(), t0, t1, sku=sku, places=[*(site or []), *(metro or []), *(region or [])]
         )
         frame = view.steps if steps else view.levels

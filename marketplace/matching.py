@@ -8,6 +8,9 @@ Matching is split in three pure pieces, one idea per module:
   that have not started yet to make room;
 - :mod:`marketplace.planning`: the offline optimum of a batch of requests (time-point MIP).
 
+:class:`HostSlots` is the one mutable piece: a host's busy intervals as sorted arrays, the index
+admission and binding search.
+
 The values here carry timezone-aware UTC datetimes at the API. Inside, an :class:`Interval` keeps
 whole seconds since the epoch (``lo``, ``hi``), because matching compares millions of times and
 integers are much cheaper than datetimes. Sub-second parts are rounded *outward* (start down, end
@@ -17,6 +20,7 @@ never make two real overlaps look disjoint.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
@@ -253,6 +257,77 @@ class Binding:
         return len(self.host_ids) * self.window.hours
 
 
+#: Stand-in for "no busy interval on that side": ten years, larger than any idle gap that matters.
+OPEN_GAP = 10 * 365 * 86_400
+
+
+class HostSlots:
+    """The busy intervals of one host as sorted arrays (seconds), kept mutable for speed.
+
+    ``reach[i]`` is the latest end among the first ``i + 1`` intervals, so a host is free for
+    ``[lo, hi)`` iff every interval starting before ``hi`` has ended by ``lo``: one bisection,
+    correct even when maintenance overlaps a booking.
+    """
+
+    __slots__ = ("his", "host_id", "ids", "kinds", "los", "reach")
+
+    def __init__(self, host_id: str, busy: Iterable[Busy] = ()) -> None:
+        self.host_id = host_id
+        items = sorted(busy, key=lambda b: (b.interval.lo, b.interval.hi))
+        self.los = [b.interval.lo for b in items]
+        self.his = [b.interval.hi for b in items]
+        self.ids: list[str | None] = [b.booking_id for b in items]
+        self.kinds = [b.kind for b in items]
+        self.reach: list[int] = []
+        self._reach_from(0)
+
+    def _reach_from(self, i: int) -> None:
+        del self.reach[i:]
+        latest = self.reach[i - 1] if i else -(2**62)
+        for hi in self.his[i:]:
+            latest = max(latest, hi)
+            self.reach.append(latest)
+
+    def is_free(self, lo: int, hi: int) -> bool:
+        """Whether nothing on this host overlaps ``[lo, hi)``."""
+        i = bisect.bisect_left(self.los, hi)
+        return i == 0 or self.reach[i - 1] <= lo
+
+    def idle_gap(self, lo: int, hi: int) -> tuple[int, int]:
+        """Idle seconds before and after ``[lo, hi)`` if booked there (``OPEN_GAP`` if unbounded).
+
+        Only meaningful when the host is free for the window.
+        """
+        i = bisect.bisect_left(self.los, hi)
+        before = lo - self.reach[i - 1] if i else OPEN_GAP
+        after = self.los[i] - hi if i < len(self.los) else OPEN_GAP
+        return min(before, OPEN_GAP), min(after, OPEN_GAP)
+
+    def add(self, lo: int, hi: int, booking_id: str | None, kind: BusyKind) -> None:
+        """Insert a busy interval (the caller has checked it is free when it is a booking)."""
+        i = bisect.bisect_right(self.los, lo)
+        self.los.insert(i, lo)
+        self.his.insert(i, hi)
+        self.ids.insert(i, booking_id)
+        self.kinds.insert(i, kind)
+        self._reach_from(i)
+
+    def remove(self, booking_id: str) -> tuple[int, int]:
+        """Remove a booking; return its ``(lo, hi)``."""
+        i = self.ids.index(booking_id)
+        lo, hi = self.los.pop(i), self.his.pop(i)
+        del self.ids[i], self.kinds[i]
+        self._reach_from(i)
+        return lo, hi
+
+    def busy(self) -> tuple[Busy, ...]:
+        """The intervals back as :class:`Busy` values."""
+        return tuple(
+            Busy(Interval.from_seconds(lo, hi), kind, bid)
+            for lo, hi, kind, bid in zip(self.los, self.his, self.kinds, self.ids, strict=True)
+        )
+
+
 def hosts_by_class(hosts: Sequence[HostTimeline]) -> dict[HostClass, list[HostTimeline]]:
     """Group host timelines by their class, keeping the given order inside each class."""
     grouped: dict[HostClass, list[HostTimeline]] = {}
@@ -262,11 +337,13 @@ def hosts_by_class(hosts: Sequence[HostTimeline]) -> dict[HostClass, list[HostTi
 
 
 __all__ = [
+    "OPEN_GAP",
     "Binding",
     "Busy",
     "BusyKind",
     "Demand",
     "HostClass",
+    "HostSlots",
     "HostTimeline",
     "Interval",
     "Move",

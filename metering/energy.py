@@ -17,7 +17,9 @@ Both return the columns of :data:`metering.energy_schema.ENERGY_COLUMNS`. The ru
   uncertainty spans that whole envelope;
 - where samples carry a BMC energy counter (``energy_j``), its differences are the energy
   (wrap-around undone when ``counter_wrap_j`` is given; a reset falls back to the sampled power)
-  and the trapezoid of the sampled power is reported beside it in ``power_check_wh``;
+  and the trapezoid of the sampled power is reported beside it in ``power_check_wh``; counter
+  differences obey the same gap rule, and a difference cut by an hour or interval end is shared
+  in proportion to the sampled power on each side;
 - samples flagged with any of ``EXCLUDE_FROM_ENERGY``, or with NaN/inf watts, are left out and
   counted in ``n_flagged``; row order and exact duplicate rows change nothing.
 

@@ -143,3 +143,12 @@ def test_a_host_with_only_flagged_samples_is_missing_not_an_error() -> None:
     assert h1["method"].tolist() == ["none", "none"]
     alone = hourly_energy(flagged)
     assert alone["quality"].tolist() == ["missing", "missing"] and alone["n_flagged"].sum() == 5
+
+
+def test_the_docstring_example_runs() -> None:
+    import doctest
+
+    import metering.energy
+
+    result = doctest.testmod(metering.energy)
+    assert result.attempted > 0 and result.failed == 0

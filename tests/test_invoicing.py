@@ -22,10 +22,22 @@ NOV = dt.datetime(2031, 11, 1, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
 
 
-def samples(store: Store, start: dt.datetime, end: dt.datetime, watts: float = 300.0) -> pd.DataFrame:
+def samples(
+    store: Store, start: dt.datetime, end: dt.datetime, watts: float = 300.0
+) -> pd.DataFrame:
     t = pd.date_range(start, end, freq="60s")
     return pd.concat(
-        [pd.DataFrame({"host": h, "time": t, "watts": watts + 10 * np.sin(np.arange(len(t))), "source": "simulated"}) for h in store.hosts_frame()["id"]],
+        [
+            pd.DataFrame(
+                {
+                    "host": h,
+                    "time": t,
+                    "watts": watts + 10 * np.sin(np.arange(len(t))),
+                    "source": "simulated",
+                }
+            )
+            for h in store.hosts_frame()["id"]
+        ],
         ignore_index=True,
     )
 
@@ -37,8 +49,29 @@ def count(store: Store, table: type) -> int:
 
 @pytest.fixture
 def metered(example_store: Store) -> Store:
-    reserve(example_store, {"customer": "acme", "count": 2, "sku": "c3.small.x86", "start": NOV + 2 * H, "end": NOV + 7 * H + dt.timedelta(minutes=30)}, now=NOV)
-    reserve(example_store, {"customer": "globex", "count": 1, "sku": "g4.8x.h100", "places": ["fra1"], "start": NOV + H, "end": NOV + 3 * H}, now=NOV)
+    reserve(
+        example_store,
+        {
+            "customer": "acme",
+            "count": 2,
+            "sku": "c3.small.x86",
+            "start": NOV + 2 * H,
+            "end": NOV + 7 * H + dt.timedelta(minutes=30),
+        },
+        now=NOV,
+    )
+    reserve(
+        example_store,
+        {
+            "customer": "globex",
+            "count": 1,
+            "sku": "g4.8x.h100",
+            "places": ["fra1"],
+            "start": NOV + H,
+            "end": NOV + 3 * H,
+        },
+        now=NOV,
+    )
     write_samples(example_store, samples(example_store, NOV, NOV + 10 * H))
     meter(example_store, NOV, NOV + 10 * H, now=NOV + 11 * H)
     return example_store
@@ -53,7 +86,8 @@ def test_build_and_finalize(metered: Store) -> None:
     assert [str(ln.quantity) for ln in machine] == ["12"]  # 2 hosts x 6 started hours
     assert str(machine[0].amount) == "6.00"
     assert acme.total == sum(ln.amount for ln in acme.lines)
-    assert str([ln for ln in by_customer["globex"].lines if ln.kind == "machine_time"][0].amount) == "208.00"
+    gpu_time = next(ln for ln in by_customer["globex"].lines if ln.kind == "machine_time")
+    assert str(gpu_time.amount) == "208.00"
     again = build(metered, "2031-11", price_book_from_catalogue(metered), now=NOV + 13 * H)
     assert again.replaced_drafts == 2 and count(metered, InvoiceRow) == 2
     final = finalize(metered, "2031-11", now=NOV + 14 * H)
@@ -75,7 +109,11 @@ def _outbox_kinds(store: Store) -> list[tuple[str]]:
 
 def test_missing_price_lists_every_gap_and_stores_nothing(metered: Store) -> None:
     full = price_book_from_catalogue(metered)
-    partial = PriceBook(currency="USD", prices=tuple(p for p in full.prices if p.sku != "g4.8x.h100"), energy=tuple(e for e in full.energy if e.site != "fra1"))
+    partial = PriceBook(
+        currency="USD",
+        prices=tuple(p for p in full.prices if p.sku != "g4.8x.h100"),
+        energy=tuple(e for e in full.energy if e.site != "fra1"),
+    )
     with pytest.raises(PriceMissing) as caught:
         build(metered, "2031-11", partial, now=NOV + 12 * H)
     text = str(caught.value)
@@ -90,9 +128,17 @@ def test_late_usage_becomes_adjustment_on_next_invoice(metered: Store) -> None:
     late = samples(metered, NOV + 3 * H + dt.timedelta(seconds=30), NOV + 5 * H, watts=2000.0)
     write_samples(metered, late)
     meter(metered, NOV, NOV + 10 * H, now=NOV + 20 * H)
-    dec = build(metered, "2031-12", price_book_from_catalogue(metered), now=dt.datetime(2032, 1, 1, 1, tzinfo=dt.UTC))
+    dec = build(
+        metered,
+        "2031-12",
+        price_book_from_catalogue(metered),
+        now=dt.datetime(2032, 1, 1, 1, tzinfo=dt.UTC),
+    )
     adjustments = [ln for inv in dec.drafts for ln in inv.lines if ln.kind == "adjustment"]
     assert adjustments and all(ln.corrects_period_start == NOV for ln in adjustments)
     assert all("adjustment for 2031-11" in ln.description for ln in adjustments)
     assert sum(ln.amount for ln in adjustments) > 0
-    assert [i.status for i in list_invoices(metered, period="2031-11")] == ["finalized", "finalized"]
+    assert [i.status for i in list_invoices(metered, period="2031-11")] == [
+        "finalized",
+        "finalized",
+    ]

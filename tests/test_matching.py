@@ -16,12 +16,14 @@ from marketplace.binding import (
     best_fit,
     bind,
     first_fit,
+    in_preference_order,
     match,
     most_free_first,
     random_fit,
     repack,
+    smallest_first,
 )
-from marketplace.errors import NoCapacity
+from marketplace.errors import InvalidInput, NoCapacity
 from marketplace.matching import (
     Binding,
     Busy,
@@ -110,10 +112,12 @@ def test_match_follows_preference_then_falls_back() -> None:
         B: ClassCalendar(B, [HostTimeline("b1", B), HostTimeline("b2", B)]),
     }
     demand = Demand((Option(A, 1), Option(B, 2)), iv(1, 3), request_id="job")
-    got = match(demand, cals)
+    got = match(demand, cals, order=in_preference_order)
     assert got.host_class == B and sorted(got.host_ids) == ["b1", "b2"]
-    assert match(Demand.of(1, [A, B], iv(6, 7)), cals).host_class == A
+    assert match(Demand.of(1, [A, B], iv(6, 7)), cals, order=in_preference_order).host_class == A
     assert match(Demand.of(1, [A, B], iv(6, 7)), cals, order=most_free_first).host_class == B
+    smallest = smallest_first({A: 8, B: 4})
+    assert match(Demand.of(1, [A, B], iv(6, 7)), cals, order=smallest).host_class == B
 
 
 def test_partial_demand_gets_what_is_free() -> None:
@@ -235,3 +239,51 @@ def test_online_sequence_never_over_commits(
             sum(any(lo <= t < hi for lo, hi in zip(h.los, h.his, strict=True)) for h in cal.hosts)
             <= n_hosts
         )
+
+
+def test_demand_names_every_problem() -> None:
+    with pytest.raises(InvalidInput) as err:
+        Demand((Option(A, 0), Option(A, 1)), iv(0, 1), min_fraction=0.0, request_id="job7")
+    paths = [p.path for p in err.value.problems]
+    assert paths == ["options[0].count", "options[1]", "min_fraction"]
+    assert "demand job7" in str(err.value)
+
+
+def test_relocate_swaps_bookings_as_a_set() -> None:
+    cal = ClassCalendar(
+        A,
+        [
+            HostTimeline("h1", A, (booking(0, 2, "a"),)),
+            HostTimeline("h2", A, (booking(1, 3, "b"),)),
+        ],
+    )
+    cal.relocate([("a", "h2"), ("b", "h1")])
+    assert cal.host_of("a") == "h2" and cal.host_of("b") == "h1"
+    with pytest.raises(InvalidInput):
+        cal.move("a", "h1")  # b is there now
+    assert snapshot(cal) == {
+        "a": ("h2", iv(0, 2).lo, iv(0, 2).hi),
+        "b": ("h1", iv(1, 3).lo, iv(1, 3).hi),
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(cal=class_calendars(), w=windows, count=st.integers(1, 3), now_h=st.integers(0, 24))
+def test_repack_keeps_every_booking_on_a_free_host_of_its_class(
+    cal: ClassCalendar, w: Interval, count: int, now_h: int
+) -> None:
+    now = iv(now_h, now_h + 1).lo
+    before = snapshot(cal)
+    moves = repack(cal, count, w, now)
+    assert snapshot(cal) == before
+    if moves is None:
+        return
+    assert len({m.booking_id for m in moves}) == len(moves)
+    for m in moves:
+        assert m.to_host != m.from_host and before[m.booking_id][1] >= now
+    cal.relocate([(m.booking_id, m.to_host) for m in moves])
+    assert_consistent(cal)
+    assert {bid: span for bid, (_, *span) in snapshot(cal).items()} == {
+        bid: span for bid, (_, *span) in before.items()
+    }
+    assert len(cal.free_slots(w.lo, w.hi)) >= count
