@@ -369,35 +369,48 @@ def step_invoices(run: DemoRun) -> None:
 
 def _sync_stripe(run: DemoRun) -> dict[str, Any]:
     """Send the outbox to Stripe's test mode when STRIPE_API_KEY is set, else to the project's
-    Stripe-shaped server on loopback."""
-    import importlib
+    Stripe-shaped server on loopback (a real HTTP server driven by the official client)."""
     import os
 
     from billing.fake_stripe import serve
+    from billing.stripe_sync import client_from_env, sync
 
-    try:
-        sync_module = importlib.import_module("billing.stripe_sync")
-    except ImportError:
-        return {"sent": 0, "note": "Stripe sync not available in this build"}
     server = None
+    saved = {
+        k: os.environ.get(k)
+        for k in ("STRIPE_API_KEY", "STRIPE_API_BASE", "HWMARKET_STRIPE_FLAVOR")
+    }
     if not os.environ.get("STRIPE_API_KEY"):
         server = serve(api_key="sk_test_hwmarket_demo")
-        os.environ["STRIPE_API_BASE"] = server.url
-        os.environ["STRIPE_API_KEY"] = "sk_test_hwmarket_demo"
-    try:
-        client = sync_module.client_from_env()
-        report = sync_module.sync(run.store, client)
-        summary = {k: v for k, v in vars(report).items() if isinstance(v, (int, float, str))}
-        summary["target"] = (
-            "the project's Stripe-shaped server" if server else "Stripe (STRIPE_API_KEY)"
+        os.environ.update(
+            STRIPE_API_KEY="sk_test_hwmarket_demo",
+            STRIPE_API_BASE=server.url,
+            HWMARKET_STRIPE_FLAVOR="fake",
         )
-        err.print(f"  Stripe: {summary}")
-        return summary
+    try:
+        report = sync(run.store, client_from_env(), mode="items", concurrency=4)
     finally:
         if server is not None:
             server.stop()
-            os.environ.pop("STRIPE_API_BASE", None)
-            os.environ.pop("STRIPE_API_KEY", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    summary: dict[str, Any] = {
+        "target": "the project's Stripe-shaped server" if server else "Stripe (STRIPE_API_KEY)",
+        "customers": report.customers_created + report.customers_matched,
+        "invoice items": report.items_sent,
+        "invoices finalized": report.invoices_finalized,
+        "requests": report.requests,
+        "ok": report.ok,
+    }
+    err.print("  Stripe: " + ", ".join(f"{k}: {v}" for k, v in summary.items()))
+    if not report.ok:
+        err.print(
+            f"  [yellow]Stripe sync left work: {report.failures[:3] + report.problems[:3]}[/]"
+        )
+    return summary
 
 
 # -- 5. summary and outputs ------------------------------------------------------------------------

@@ -78,6 +78,13 @@ def _install_io_wait_fix() -> None:
             event.wait()
 
         pyghmi_session._io_wait = _io_wait
+        # pyghmi takes its two global locks in both orders: a login holds KEEPALIVE_SESSIONS
+        # and then takes WAITING_SESSIONS, while a timeout found by wait_for_rsp() holds
+        # WAITING_SESSIONS and tears the session down under KEEPALIVE_SESSIONS. With many
+        # threads (a fleet's logins while some BMCs time out) the two deadlock for good; seen
+        # with 1,000 simulated BMCs. Both are re-entrant locks, so making them one lock keeps
+        # every code path's meaning and removes the inversion.
+        pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
         _io_wait_fixed = True
         # pyghmi sends its session keepalives from inside wait_for_rsp(); between reads
         # nobody would call it, and BMCs drop sessions idle for about a minute.
