@@ -114,7 +114,7 @@ def _sites_of_places(s: Session, places: Sequence[str]) -> list[str]:
     return ordered
 
 
-def _candidates(s: Session, request: Request) -> list[_Class]:
+def _candidates(s: Session, request: Request, *, required: bool = True) -> list[_Class]:
     """Classes that could serve ``request``, in the request's place order, then by SKU."""
     sites = _sites_of_places(s, request.places)
     stmt = (
@@ -149,7 +149,7 @@ def _candidates(s: Session, request: Request) -> list[_Class]:
             continue
         if site in sites:
             found.append(_Class(site, sku, row.id))
-    if request.where is not None and not found:
+    if required and request.where is not None and not found:
         raise InvalidInput(
             [
                 Problem(

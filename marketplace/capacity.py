@@ -112,7 +112,7 @@ def capacity(
     )
     window = Interval(start, end)
     with store.reading() as s:
-        classes = _candidates(s, request)
+        classes = _candidates(s, request, required=False)
         calendars = _calendars(s, classes, start)
     steps, levels = [], []
     for c in classes:

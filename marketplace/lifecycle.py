@@ -71,6 +71,14 @@ def release(store: Store, reservation_id: str, *, now: dt.datetime | None = None
 
 
 def _release_in(s: Session, row: ReservationRow, now: dt.datetime) -> Reservation:
+    if now <= row.start_at:
+        # Ended at its first second: it held nothing, which is a cancellation.
+        for b in _live_bookings(s, row.id):
+            b.voided = True
+        row.state = ReservationState.CANCELLED.value
+        _event(s, row.id, now, "cancelled", None, {"at_start": True})
+        s.flush()
+        return _load(s, row.id)
     for b in _live_bookings(s, row.id):
         if b.start_at >= now:
             b.voided = True  # a later segment (an extension on another host) never began
@@ -195,8 +203,30 @@ def schedule_maintenance(
             ]
         )
     start = max(start, now)
+    if end <= start:
+        raise InvalidInput(
+            [
+                Problem(
+                    "end", f"the window is already over (now is {now.isoformat()})", end.isoformat()
+                )
+            ]
+        )
     with store.writing() as s:
         host = _host(s, host_id)
+        clash = s.scalars(
+            select(BookingRow).where(
+                BookingRow.host_id == host_id,
+                BookingRow.kind == "maintenance",
+                BookingRow.voided.is_(False),
+                BookingRow.start_at < end,
+                BookingRow.end_at > start,
+            )
+        ).first()
+        if clash is not None:
+            raise InvalidState(
+                f"host {host_id} already has maintenance {clash.start_at.isoformat()} .. "
+                f"{clash.end_at.isoformat()} overlapping this window"
+            )
         events = _evacuate(s, host, start, end, now, reason)
         s.add(
             BookingRow(
