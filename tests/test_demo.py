@@ -29,7 +29,9 @@ def test_demo_runs_end_to_end_and_repeats_its_totals(tmp_path: Path) -> None:
         assert (outputs / "usage_ledger.parquet").exists() and (outputs / "invoices.csv").exists()
         html = next(outputs.glob("invoice-*.html")).read_text()
         assert "<table" in html and "USD" in html
-        assert len(pd.read_parquet(outputs / "usage_ledger.parquet")) == 18 * 720
+        ledger = pd.read_parquet(outputs / "usage_ledger.parquet")
+        per_host_hour = ledger.groupby(["host", "hour"])["reserved_s"].sum()
+        assert len(per_host_hour) == 18 * 720 and (per_host_hour == 3600).all()
     assert first.facts["requests"] == second.facts["requests"]
     assert first.facts["invoices"] == second.facts["invoices"]
     assert first.facts["revenue_total"] == second.facts["revenue_total"]

@@ -41,7 +41,7 @@ from billing.stripe_api import FLAVORS, KEY_SALT_ENV, PAUSE_AT_ENV, PAUSE_ENV, P
 from billing.stripe_sync import sync
 from marketplace.store import Store
 from tests.peers.localstripe_peer import start_localstripe, wait_until_serving
-from tests.peers.peer_process import LOOPBACK, free_tcp_port, stop_process
+from tests.peers.peer_process import stop_process
 from tests.test_stripe_sync import CUSTOMERS, seed_outbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer]
@@ -169,15 +169,16 @@ def _http(method: str, url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def fake_url() -> Iterator[str]:
-    """The project's fake in its own process (so forked children share no threads with it)."""
-    port = free_tcp_port()
-    code = (
-        "from billing.fake_stripe.__main__ import main\n"
-        f"main(['--port', '{port}'])\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-    url = f"http://{LOOPBACK}:{port}"
+    """The project's fake in its own process (so forked children share no threads with it), on
+    a port the OS picks and the fake prints: a port chosen here and bound later could be taken
+    meanwhile by another test's server (xdist runs two at once)."""
+    code = "from billing.fake_stripe.__main__ import main\nmain(['--port', '0'])\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), f"the fake did not start: {line!r}"
         wait_until_serving(url, proc)
         yield url
     finally:
