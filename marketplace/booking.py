@@ -11,6 +11,7 @@ bounded number of times.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import time
 import uuid
@@ -172,15 +173,17 @@ def _calendars(
     by_key = {(c.site, c.sku_id): c.key for c in classes}
     if not by_key:
         return {}
-    hosts = s.execute(
-        select(HostRow.id, HostRow.site_code, HostRow.sku_id).where(
-            HostRow.state == "available", HostRow.sku_id.in_({c.sku_id for c in classes})
-        )
-    ).all()
+    usable = (
+        HostRow.state == "available",
+        HostRow.sku_id.in_({c.sku_id for c in classes}),
+        HostRow.site_code.in_({c.site for c in classes}),
+    )
+    hosts = s.execute(select(HostRow.id, HostRow.site_code, HostRow.sku_id).where(*usable)).all()
     host_class = {
         h.id: by_key[(h.site_code, h.sku_id)] for h in hosts if (h.site_code, h.sku_id) in by_key
     }
     busy: dict[str, list[Busy]] = {h: [] for h in host_class}
+    # One join instead of an IN list of hundreds of host ids; this is the hot path of reserve().
     rows = s.execute(
         select(
             BookingRow.id,
@@ -188,21 +191,19 @@ def _calendars(
             BookingRow.kind,
             BookingRow.start_at,
             BookingRow.end_at,
-        ).where(
-            BookingRow.host_id.in_(list(host_class)),
-            BookingRow.voided.is_(False),
-            BookingRow.end_at > since,
         )
+        .join(HostRow, HostRow.id == BookingRow.host_id)
+        .where(*usable, BookingRow.voided.is_(False), BookingRow.end_at > since)
     ).all()
     for b in rows:
+        if b.host_id not in busy:
+            continue
         kind = BusyKind.MAINTENANCE if b.kind == "maintenance" else BusyKind.BOOKING
-        busy[b.host_id].append(
-            Busy(
-                Interval(b.start_at, b.end_at),
-                kind,
-                str(b.id) if kind is BusyKind.BOOKING else None,
-            )
+        # whole seconds straight from the timestamps (outward), cheaper than Interval(start, end)
+        window = Interval.from_seconds(
+            math.floor(b.start_at.timestamp()), math.ceil(b.end_at.timestamp())
         )
+        busy[b.host_id].append(Busy(window, kind, str(b.id) if kind is BusyKind.BOOKING else None))
     timelines: dict[HostClass, list[HostTimeline]] = {c.key: [] for c in classes}
     for host_id in sorted(host_class):
         timelines[host_class[host_id]].append(

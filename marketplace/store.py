@@ -74,6 +74,11 @@ def _table(model: Any) -> Table:
     return table
 
 
+#: deadlock_detected, serialization_failure: PostgreSQL aborted this transaction to let another
+#: finish; running it again is the documented remedy.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def _is_overlap(exc: IntegrityError) -> bool:
     """Whether the database refused a booking that overlaps another on the same host."""
     if getattr(exc.orig, "sqlstate", None) == "23P01":  # PostgreSQL exclusion_violation
@@ -152,6 +157,12 @@ class Store:
                 ) from None
             raise StoreError(f"the database refused the change: {exc.orig}") from None
         except (OperationalError, DBAPIError) as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+                # Two bookers' exclusion-constraint checks waited on each other (PostgreSQL
+                # aborts one): the same race as an overlap, and as retryable.
+                raise BookingConflict(
+                    "a concurrent booking got in the way (the database broke a deadlock); try again"
+                ) from None
             raise StoreError(f"database {self.safe_url}: {exc.orig}") from None
 
     def dispose(self) -> None:

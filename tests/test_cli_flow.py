@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from marketplace.cli import app
-from metering.simulator import start_fleet
 from tests.conftest import EXAMPLES
+from tests.peers.bmc_peers import SimFleetProcess
 
 runner = CliRunner()
 
@@ -152,16 +152,16 @@ def test_quote_reserve_and_the_life_of_a_reservation(db: str) -> None:
 
 
 def test_collect_once_json_over_real_ipmi(db: str, tmp_path: Path) -> None:
-    from metering.demo_ports import free_udp_block
-
-    base = free_udp_block(3)
-    fleet = start_fleet(3, base, username="admin", password="pw-for-test", faults={2: "drop"})
+    # The BMCs run in a child process, as real ones run elsewhere: a BMC that never answers
+    # must cost its poll no more than its timeout.
+    fleet = SimFleetProcess(3)
     try:
+        fleet.set_fault(fleet.base_port + 2, "drop")
         inv = tmp_path / "sim.yaml"
         inv.write_text(
             "hosts:\n"
             + "".join(
-                f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {base + i}, username: admin, password: pw-for-test}}}}\n"
+                f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {fleet.base_port + i}, username: admin, password: {fleet.password}}}}}\n"
                 for i in range(3)
             )
         )
@@ -194,7 +194,7 @@ def test_collect_once_json_over_real_ipmi(db: str, tmp_path: Path) -> None:
         and rows["sim-2"]["error"] == "timeout"
         and rows["sim-2"]["elapsed_s"] < 3
     )
-    assert "pw-for-test" not in out + err
+    assert fleet.password not in out + err
 
 
 def test_meter_usage_and_invoices(db: str, tmp_path: Path) -> None:
