@@ -39,8 +39,19 @@ class HostPowerModel:
         default_factory=lambda: np.array([], dtype=np.float64)
     )
 
+    #: The model is linear between points this far apart, like the simulated fill's samples, so
+    #: live readings taken at any moment integrate to the same energy as the fill would have:
+    #: the demo's totals do not depend on when its live window ran.
+    grid_s: float = 300.0
+
     def watts(self, t: npt.ArrayLike) -> npt.NDArray[np.float64]:
         ts = np.asarray(t, dtype=np.float64)
+        k = np.floor(ts / self.grid_s)
+        left, right = self._at(k * self.grid_s), self._at((k + 1) * self.grid_s)
+        share = ts / self.grid_s - k
+        return np.round(left + (right - left) * share, 3)
+
+    def _at(self, ts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         i = np.searchsorted(self.busy_start, ts, side="right") - 1
         held = (
             (i >= 0) & (ts < self.busy_end[np.clip(i, 0, None)])
@@ -48,10 +59,9 @@ class HostPowerModel:
             else np.zeros(ts.shape, bool)
         )
         load = self.profile.load(ts)
-        idle = self.idle_watts * (1.0 + 0.02 * (load - 0.5))
-        return np.where(
-            held, self.idle_watts + (self.peak_watts - self.idle_watts) * (0.3 + 0.7 * load), idle
-        )
+        idle = np.round(self.idle_watts * (1.0 + 0.02 * (load - 0.5)))
+        busy = np.round(self.idle_watts + (self.peak_watts - self.idle_watts) * (0.3 + 0.7 * load))
+        return np.where(held, busy, idle)
 
 
 def host_models(
@@ -96,7 +106,7 @@ def simulated_samples(
                 {
                     "host": host,
                     "time": pd.to_datetime(t, unit="s", utc=True),
-                    "watts": np.round(model.watts(t), 1),
+                    "watts": model.watts(t),
                     "source": "simulated",
                     "flags": int(SampleFlag.SIMULATED),
                 }

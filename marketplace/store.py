@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from pydantic import SecretStr
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from marketplace import migrate
 from marketplace.catalog import Listing, Sku
 from marketplace.db import database_url, load_all_models, make_engine
-from marketplace.documents import load_inventory, load_listing, validate_data
+from marketplace.documents import load_model, validate_data
 from marketplace.errors import (
     BookingConflict,
     HwmarketError,
@@ -39,6 +39,8 @@ from marketplace.inventory import BmcEndpoint, Host, HostState, Inventory, Site
 from marketplace.query import SkuList, SkuQuery
 from marketplace.schema import HostRow, MetroRow, RegionRow, SiteRow, SkuRow
 from marketplace.units import plain_decimal
+
+M = TypeVar("M", Listing, Inventory)
 
 
 @dataclass
@@ -64,6 +66,26 @@ class PlacedSite(Site):
 
     metro: str
     region: str
+
+
+def _read_all(model: type[M], sources: Sequence[Any]) -> list[tuple[str, M]]:
+    """Validate every source (a file, a model value or a dict) before anything is stored;
+    raise one :class:`InvalidInput` with the problems of all of them."""
+    read: list[tuple[str, M]] = []
+    problems: list[Problem] = []
+    for src in sources:
+        try:
+            if isinstance(src, model):
+                read.append(("<python>", src))
+            elif isinstance(src, dict):
+                read.append(("<python>", validate_data(model, src, "<python>")))
+            else:
+                read.append((str(src), load_model(model, src)))
+        except InvalidInput as exc:
+            problems += exc.problems
+    if problems:
+        raise InvalidInput(problems)
+    return read
 
 
 def _table(model: Any) -> Table:
@@ -179,24 +201,8 @@ class Store:
         transaction stores new SKUs and new revisions of changed ones (the old revision stays, as
         reservations keep the revision they booked). Unchanged SKUs are left alone.
         """
-        listings: list[tuple[str, Listing]] = []
+        listings = _read_all(Listing, sources)
         problems: list[Problem] = []
-        for src in sources:
-            if isinstance(src, Listing):
-                listings.append(("<python>", src))
-                continue
-            if isinstance(src, dict):
-                try:
-                    listings.append(("<python>", validate_data(Listing, src, "<python>")))
-                except InvalidInput as exc:
-                    problems += exc.problems
-                continue
-            try:
-                listings.append((str(src), load_listing(src)))
-            except InvalidInput as exc:
-                problems += exc.problems
-        if problems:
-            raise InvalidInput(problems)
         report = ImportReport()
         with self.writing() as s:
             slugs = {sku.slug for _, listing in listings for sku in listing.skus}
@@ -302,24 +308,8 @@ class Store:
     ) -> ImportReport:
         """Import sites and hosts atomically. Re-importing the same file changes nothing; a host
         whose fields changed is updated. Hosts may name sites of the same import or stored ones."""
-        inventories: list[tuple[str, Inventory]] = []
+        inventories = _read_all(Inventory, sources)
         problems: list[Problem] = []
-        for src in sources:
-            if isinstance(src, Inventory):
-                inventories.append(("<python>", src))
-                continue
-            if isinstance(src, dict):
-                try:
-                    inventories.append(("<python>", validate_data(Inventory, src, "<python>")))
-                except InvalidInput as exc:
-                    problems += exc.problems
-                continue
-            try:
-                inventories.append((str(src), load_inventory(src)))
-            except InvalidInput as exc:
-                problems += exc.problems
-        if problems:
-            raise InvalidInput(problems)
         report = ImportReport()
         with self.writing() as s:
             for _source, inv in inventories:

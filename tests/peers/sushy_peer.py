@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
 import ssl
 import subprocess
@@ -13,12 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from metering.redfish_mockup import WAYS, MockupPower, write_mockup
+from metering.redfish_server import self_signed_certificate
 from tests.peers.peer_process import LOOPBACK, PIP_HINT, free_tcp_port, require_binary, stop_process
 
 
@@ -32,39 +28,13 @@ class RedfishBmc:
     password: str = "calvin-" + "mock"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "bmc.crt", directory / "bmc.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 class RedfishBmcs:
     """Starts sushy-static servers over TLS, each serving a mockup; stops them all at the end."""
 
     def __init__(self, directory: Path) -> None:
         self.sushy = require_binary("sushy-static", PIP_HINT)
         self.directory = directory
-        self.cert, self.key = _self_signed(directory)
+        self.cert, self.key = self_signed_certificate(directory)
         self._running: list[tuple[subprocess.Popen[Any], Any]] = []
 
     def start(self, power: MockupPower | None = None, ways: Collection[str] = WAYS) -> RedfishBmc:
