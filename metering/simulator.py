@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import secrets
 import sys
 import threading
@@ -23,6 +24,7 @@ from metering.power_models import LoadProfile, PowerModel, SpecPowerModel
 from metering.sim_data import load_specpower_curves
 from metering.sim_ipmi import FAULTS, BmcBehaviour, SimulatedBmc, close_all
 
+log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
@@ -53,7 +55,13 @@ class SimulatedFleet:
     def _serve(self) -> None:
         # pyghmi's I/O thread receives packets; handlers run in whoever calls wait_for_rsp.
         while not self._stop.is_set():
-            ipmisession.Session.wait_for_rsp(0.2)
+            try:
+                ipmisession.Session.wait_for_rsp(0.2)
+            except Exception:  # one odd packet must not silence every BMC of the process
+                # pyghmi's server dispatches some packets (a client's retried session setup
+                # for a session it already dropped) to a method only its client side has;
+                # the packet is consumed, the other BMCs must keep answering.
+                log.debug("simulated BMC loop: a packet could not be handled", exc_info=True)
 
     def by_port(self, port: int) -> SimulatedBmc:
         """The BMC listening on ``port``."""
