@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?= -n 2 --durations=10
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=10
 
 .PHONY: demo test lint bench clean venv
 

@@ -142,8 +142,13 @@ def simulated_ipmi_bmcs(
     )
     proc.start()
     try:
-        if not ready.wait(60):
-            raise RuntimeError("the simulated BMCs did not start within 60 s")
+        waited = 0.0
+        while not ready.wait(0.2):
+            waited += 0.2
+            if not proc.is_alive() or waited > 60:
+                raise OSError(
+                    f"the simulated BMCs could not start on 127.0.0.1:{base_port}.. (ports taken?)"
+                )
         yield
     finally:
         stop.set()

@@ -12,6 +12,7 @@ from tests.conftest import SHARED_DATA, need
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # one worker runs the demos: they pick loopback ports
 def test_demo_runs_end_to_end_and_repeats_its_totals(tmp_path: Path) -> None:
     need(SHARED_DATA.is_dir(), f"the shared data folder {SHARED_DATA} is missing")
     first = run_demo(tmp_path / "one", live_rounds=2)

@@ -31,6 +31,7 @@ def test_saved_notebook_has_no_outputs(name: str) -> None:
     assert not dirty, f"{name}.ipynb is saved with outputs in code cells {dirty}: strip them"
 
 
+@pytest.mark.xdist_group("demo")  # one worker runs the demos: they pick loopback ports
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_without_errors(
