@@ -50,20 +50,7 @@ def unfinished(store: Store, kinds: Iterable[str]) -> list[OutboxEntry]:
             .where(StripeOutboxRow.kind.in_(list(kinds)), StripeOutboxRow.state != "confirmed")
             .order_by(StripeOutboxRow.customer, StripeOutboxRow.invoice_id, StripeOutboxRow.id)
         ).all()
-        return [
-            OutboxEntry(
-                r.id,
-                r.kind,
-                r.customer,
-                r.invoice_id,
-                dict(r.payload),
-                r.state,
-                r.stripe_id,
-                r.attempts,
-                r.last_error,
-            )
-            for r in rows
-        ]
+        return [_entry(r) for r in rows]
 
 
 def mark_sent(store: Store, row_id: str, stripe_id: str) -> None:
@@ -236,20 +223,7 @@ def meter_rows_since(store: Store, since: dt.datetime) -> list[OutboxEntry]:
                 StripeOutboxRow.kind.in_(METER_KINDS), StripeOutboxRow.created_at >= since
             )
         ).all()
-        return [
-            OutboxEntry(
-                r.id,
-                r.kind,
-                r.customer,
-                r.invoice_id,
-                dict(r.payload),
-                r.state,
-                r.stripe_id,
-                r.attempts,
-                r.last_error,
-            )
-            for r in rows
-        ]
+        return [_entry(r) for r in rows]
 
 
 def state_counts(store: Store) -> dict[tuple[str, str], int]:
@@ -263,6 +237,21 @@ def state_counts(store: Store) -> dict[tuple[str, str], int]:
                 )
             )
         }
+
+
+def _entry(r: StripeOutboxRow) -> OutboxEntry:
+    """The plain value of an outbox row (detached from the session)."""
+    return OutboxEntry(
+        r.id,
+        r.kind,
+        r.customer,
+        r.invoice_id,
+        dict(r.payload),
+        r.state,
+        r.stripe_id,
+        r.attempts,
+        r.last_error,
+    )
 
 
 __all__ = [
