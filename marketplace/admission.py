@@ -122,6 +122,25 @@ class ClassCalendar:
         if problems:
             raise InvalidInput(problems, source=f"calendar of {host_class}")
         self._booking_host: dict[str, int] = {}
+        self._index_bookings()
+
+    @classmethod
+    def of_slots(cls, host_class: HostClass, hosts: Iterable[HostSlots]) -> ClassCalendar:
+        """A calendar of ``host_class`` from hosts already in slot form, which it then owns (the
+        store builds them straight from rows with :meth:`HostSlots.of_seconds`)."""
+        calendar = cls(host_class, ())
+        for slots in hosts:
+            if slots.host_id in calendar._index:
+                raise InvalidInput(
+                    [Problem("host_id", "host listed twice", slots.host_id)],
+                    source=f"calendar of {host_class}",
+                )
+            calendar._index[slots.host_id] = len(calendar.hosts)
+            calendar.hosts.append(slots)
+        calendar._index_bookings()
+        return calendar
+
+    def _index_bookings(self) -> None:
         for i, slots in enumerate(self.hosts):
             for bid in slots.ids:
                 if bid is not None:

@@ -11,8 +11,11 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 DEFAULT_URL = "sqlite:///hwmarket.db"
@@ -58,6 +61,50 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+class epoch_floor(FunctionElement[int]):
+    """Whole seconds since the epoch of a :class:`UTCDateTime` column, rounded down, computed by
+    the database: reading thousands of booking times as integers skips building (and
+    re-zoning) a datetime for each."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+class epoch_ceil(FunctionElement[int]):
+    """Like :class:`epoch_floor`, rounded up (an end rounds outward, as matching's intervals do)."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(epoch_floor)
+def _epoch_floor(element: epoch_floor, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(floor(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})) AS BIGINT)"
+
+
+@compiles(epoch_ceil)
+def _epoch_ceil(element: epoch_ceil, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(ceil(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})) AS BIGINT)"
+
+
+# SQLite keeps UTCDateTime as naive UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]': the first 19
+# characters are the whole second (strftime('%s') would round a fraction to milliseconds,
+# which can carry into the next second), the rest is the fraction, if any.
+@compiles(epoch_floor, "sqlite")
+def _epoch_floor_sqlite(element: epoch_floor, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return f"CAST(strftime('%s', substr({value}, 1, 19)) AS INTEGER)"
+
+
+@compiles(epoch_ceil, "sqlite")
+def _epoch_ceil_sqlite(element: epoch_ceil, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return (
+        f"(CAST(strftime('%s', substr({value}, 1, 19)) AS INTEGER)"
+        f" + (CAST(substr({value}, 20) AS REAL) > 0))"
+    )
 
 
 def database_url(url: str | None = None) -> str:
@@ -118,4 +165,13 @@ def load_all_models() -> MetaData:
     return Base.metadata
 
 
-__all__ = ["DEFAULT_URL", "Base", "UTCDateTime", "database_url", "load_all_models", "make_engine"]
+__all__ = [
+    "DEFAULT_URL",
+    "Base",
+    "UTCDateTime",
+    "database_url",
+    "epoch_ceil",
+    "epoch_floor",
+    "load_all_models",
+    "make_engine",
+]

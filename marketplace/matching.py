@@ -281,6 +281,24 @@ class HostSlots:
         self.reach: list[int] = []
         self._reach_from(0)
 
+    @classmethod
+    def of_seconds(
+        cls, host_id: str, busy: Iterable[tuple[int, int, BusyKind, str | None]] = ()
+    ) -> HostSlots:
+        """The same as ``HostSlots(host_id, busy)`` from ``(lo, hi, kind, booking_id)`` tuples
+        in whole epoch seconds (any order): what a store reads, without an :class:`Interval`
+        and a :class:`Busy` per row."""
+        slots = cls.__new__(cls)
+        slots.host_id = host_id
+        items = sorted(busy, key=lambda b: (b[0], b[1]))
+        slots.los = [b[0] for b in items]
+        slots.his = [b[1] for b in items]
+        slots.kinds = [b[2] for b in items]
+        slots.ids = [b[3] for b in items]
+        slots.reach = []
+        slots._reach_from(0)
+        return slots
+
     def _reach_from(self, i: int) -> None:
         del self.reach[i:]
         latest = self.reach[i - 1] if i else -(2**62)

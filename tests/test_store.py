@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 
+from marketplace.db import UTCDateTime, epoch_ceil, epoch_floor
 from marketplace.documents import load_listing
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.inventory import Host, Inventory
@@ -145,3 +148,23 @@ def test_failed_import_leaves_sqlite_file_byte_identical(
         sqlite_store.import_listings([foreign])
     sqlite_store.dispose()
     assert hashlib.sha256(db_file.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(2031, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 1, 0, 0, 1, 500, tzinfo=dt.UTC),
+        dt.datetime(2031, 1, 1, 0, 0, 1, 999_999, tzinfo=dt.UTC),  # no carry into the next second
+        dt.datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 6, 30, 12, 0, 0, 250_000, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ],
+)
+def test_epoch_seconds_computed_by_the_database_round_as_python_does(
+    store: Store, when: dt.datetime
+) -> None:
+    value = literal(when, UTCDateTime())
+    with store.reading() as s:
+        down, up = s.execute(select(epoch_floor(value), epoch_ceil(value))).one()
+    assert (down, up) == (math.floor(when.timestamp()), math.ceil(when.timestamp()))
+    assert type(down) is int and type(up) is int
