@@ -14,11 +14,11 @@ import datetime as dt
 import random
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.admission import ClassCalendar
@@ -33,7 +33,15 @@ from marketplace.errors import (
     NotFound,
     Problem,
 )
-from marketplace.matching import BusyKind, Demand, HostClass, HostSlots, Interval, Option
+from marketplace.matching import (
+    Binding,
+    BusyKind,
+    Demand,
+    HostClass,
+    HostSlots,
+    Interval,
+    Option,
+)
 from marketplace.reservations import (
     Offer,
     Request,
@@ -221,6 +229,50 @@ def _calendars(
     return {key: ClassCalendar.of_slots(key, slots) for key, slots in hosts.items()}
 
 
+def _class_sizes(s: Session, classes: Sequence[_Class]) -> dict[HostClass, int]:
+    """How many usable hosts each class has (what its calendar's ``total`` will be)."""
+    by_key = {(c.site, c.sku_id): c.key for c in classes}
+    sizes = dict.fromkeys(by_key.values(), 0)
+    if not by_key:
+        return sizes
+    rows = s.execute(
+        select(HostRow.site_code, HostRow.sku_id, func.count())
+        .where(
+            HostRow.state == "available",
+            HostRow.sku_id.in_({c.sku_id for c in classes}),
+            HostRow.site_code.in_({c.site for c in classes}),
+        )
+        .group_by(HostRow.site_code, HostRow.sku_id)
+    ).all()
+    for site, sku_id, n in rows:
+        key = by_key.get((site, sku_id))
+        if key is not None:
+            sizes[key] = n
+    return sizes
+
+
+class _SiteCalendars:
+    """The candidate classes' calendars, read from the store a few sites at a time, when asked."""
+
+    def __init__(self, s: Session, classes: Sequence[_Class], since: dt.datetime) -> None:
+        self._s = s
+        self._classes = classes
+        self._since = since
+        self._loaded: dict[HostClass, ClassCalendar] = {}
+
+    def of_sites(self, sites: Collection[str]) -> dict[HostClass, ClassCalendar]:
+        """The calendars of the candidate classes at ``sites``, in candidate order."""
+        wanted = [c for c in self._classes if c.site in sites]
+        missing = [c for c in wanted if c.key not in self._loaded]
+        if missing:
+            self._loaded.update(_calendars(self._s, missing, self._since))
+        return {c.key: self._loaded[c.key] for c in wanted}
+
+    def every(self) -> dict[HostClass, ClassCalendar]:
+        """The calendars of every candidate class."""
+        return self.of_sites({c.site for c in self._classes})
+
+
 _SKU_CACHE: dict[tuple[int, str, int], Sku] = {}
 
 
@@ -248,10 +300,8 @@ def _check_window(request: Request, now: dt.datetime) -> None:
         )
 
 
-def _check_count(
-    classes: Sequence[_Class], calendars: dict[HostClass, ClassCalendar], request: Request
-) -> None:
-    most = max((calendars[c.key].total for c in classes), default=0)
+def _check_count(classes: Sequence[_Class], sizes: dict[HostClass, int], request: Request) -> None:
+    most = max((sizes[c.key] for c in classes), default=0)
     need = request.min_count or request.count
     if need > most:
         raise InvalidInput(
@@ -280,7 +330,7 @@ def quote(
     with store.reading() as s:
         classes = _candidates(s, request)
         calendars = _calendars(s, classes, min(now, request.start))
-        _check_count(classes, calendars, request)
+        _check_count(classes, {k: cal.total for k, cal in calendars.items()}, request)
     offers = []
     for c in classes:
         cal = calendars[c.key]
@@ -374,15 +424,16 @@ def _reserve_in(
     s: Session, request: Request, now: dt.datetime, policy: BindingPolicy
 ) -> Reservation:
     classes = _candidates(s, request)
-    calendars = _calendars(s, classes, min(now, request.start))
-    _check_count(classes, calendars, request)
+    _check_count(classes, _class_sizes(s, classes), request)
+    calendars = _SiteCalendars(s, classes, min(now, request.start))
     start, end = request.start, request.end
     if request.latest_start is not None:
+        every = calendars.every()
         starts = [
             (st, i)
             for i, c in enumerate(classes)
             if (
-                st := calendars[c.key].earliest_start(
+                st := every[c.key].earliest_start(
                     request.count, request.duration, request.start, request.latest_start
                 )
             )
@@ -392,7 +443,7 @@ def _reserve_in(
                 _shortage(
                     request,
                     classes,
-                    calendars,
+                    every,
                     request.start,
                     request.latest_start + request.duration,
                 )
@@ -407,9 +458,9 @@ def _reserve_in(
         request_id=request.customer,
     )
     try:
-        binding = match(demand, calendars, policy=policy, now=int(now.timestamp()))
+        binding = _match(demand, calendars, policy, now)
     except NoCapacity:
-        raise NoCapacity(_shortage(request, classes, calendars, start, end)) from None
+        raise NoCapacity(_shortage(request, classes, calendars.every(), start, end)) from None
     chosen = next(c for c in classes if c.key == binding.host_class)
     rid = "rsv_" + uuid.uuid4().hex[:20]
     for mv in binding.moves:
@@ -467,6 +518,33 @@ def _reserve_in(
     )
     s.flush()
     return _load(s, rid)
+
+
+def _match(
+    demand: Demand, calendars: _SiteCalendars, policy: BindingPolicy, now: dt.datetime
+) -> Binding:
+    """``match(demand, every calendar, policy=policy, now=now)``, reading calendars by site.
+
+    match's default order tries the sites in the request's order (by most hosts free within
+    a site) and takes the first class with enough hosts free as they stand; only when none has
+    does it need every class (a partial grant, re-packing, or a refusal). So each site is first
+    asked alone, all or nothing and without re-packing, reading only its own calendars: its
+    answer, when it has one, is the one match would give with every calendar read. A capability
+    query over every site usually stops at the first one instead of reading all of them.
+    """
+    sites = list(dict.fromkeys(o.host_class.site for o in demand.options))
+    if len(sites) > 1:
+        for site in sites:
+            alone = replace(
+                demand,
+                options=tuple(o for o in demand.options if o.host_class.site == site),
+                min_fraction=1.0,
+            )
+            try:
+                return match(alone, calendars.of_sites({site}), policy=policy)
+            except NoCapacity:
+                continue
+    return match(demand, calendars.every(), policy=policy, now=int(now.timestamp()))
 
 
 def _shortage(

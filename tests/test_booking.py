@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from marketplace.booking import available, quote, reserve
+from marketplace.binding import first_fit, match
+from marketplace.booking import _calendars, _candidates, as_request, available, quote, reserve
 from marketplace.capacity import capacity, holdings
 from marketplace.errors import InvalidInput, InvalidState, NoCapacity, NotFound
 from marketplace.lifecycle import (
@@ -20,6 +23,7 @@ from marketplace.lifecycle import (
     reservation_events,
     schedule_maintenance,
 )
+from marketplace.matching import Demand, HostSlots, Interval, Option
 from marketplace.reservations import ReservationState
 from marketplace.store import Store
 
@@ -81,6 +85,59 @@ def test_min_count_and_flexible_start(example_store: Store) -> None:
     assert partial.count == 1
     flexible = reserve(example_store, req(4, 1, 3, latest_start=NOW + 10 * H), now=NOW)
     assert flexible.start == NOW + 5 * H and flexible.end == NOW + 7 * H
+
+
+def test_queries_over_many_sites_book_what_every_calendar_would_give(
+    example_store: Store,
+) -> None:
+    """reserve() reads calendars a site at a time; its choice must be match()'s over all of them:
+    the first site with room, a later site when the first is full, the best partial grant
+    across sites, re-packing when only that makes room."""
+
+    def last_fit(free: Sequence[HostSlots], count: int, lo: int, hi: int) -> list[HostSlots]:
+        return list(free[-count:])
+
+    # fra1's two m3.large.x86 hosts: one busy for hours 1-3, the other for 3-5, so hours 1-5
+    # fit there only after a re-pack; sjc1 has room as it stands, which match() prefers.
+    fra1 = {"sku": "m3.large.x86", "places": ["fra1"]}
+    reserve(example_store, req(1, 1, 3, **fra1), now=NOW, policy=last_fit)
+    reserve(example_store, req(1, 3, 5, **fra1), now=NOW, policy=first_fit)
+    x86 = {"vendor": "packetworks"}  # m3.large.x86 at fra1 and sjc2, c3.small.x86 at sjc1
+    asks: list[dict[str, Any]] = [
+        {"count": 1, "where": x86},  # sjc1 as it stands, not fra1 (first site) after a re-pack
+        {"count": 2, "where": x86, "start": 6, "end": 9},  # fra1
+        {"count": 2, "where": x86, "start": 6, "end": 9},  # fra1 full: sjc1
+        {"count": 2, "where": x86, "places": ["sv"]},  # sjc1, one host left there
+        {"count": 3, "where": x86, "min_count": 1},  # the best partial grant: sjc2's two
+        {"count": 1, "where": x86},  # sjc1's last host
+        {"count": 2, "where": x86, "start": 2, "end": 3},  # nowhere
+        {"count": 1, "where": x86},  # only a re-pack at fra1 makes room
+        {"count": 2, "where": {"arch": "aarch64"}, "places": ["sjc2", "fra1"]},
+    ]
+    sites: list[str | None] = []
+    for ask in asks:
+        start, end = ask.pop("start", 1), ask.pop("end", 5)
+        request = as_request({**req(start=start, end=end, sku=None), **ask})
+        with example_store.reading() as s:
+            classes = _candidates(s, request)
+            every = _calendars(s, classes, NOW)
+        demand = Demand(
+            tuple(Option(c.key, request.count) for c in classes),
+            Interval(request.start, request.end),
+            min_fraction=(request.min_count or request.count) / request.count,
+        )
+        try:
+            expected = match(demand, every, now=NOW)
+        except NoCapacity:
+            with pytest.raises(NoCapacity):
+                reserve(example_store, request, now=NOW)
+            sites.append(None)
+            continue
+        got = reserve(example_store, request, now=NOW)
+        sites.append(got.site)
+        assert (got.site, f"{got.sku}@{got.sku_revision}") == expected.host_class
+        assert tuple(got.hosts) == tuple(sorted(expected.host_ids))
+    assert sites == ["sjc1", "fra1", "sjc1", "sjc1", "sjc2", "sjc1", None, "fra1", "sjc2"]
 
 
 def test_cancel_frees_capacity_at_once(example_store: Store) -> None:
