@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyghmi.ipmi.private.session as pyghmi_session
 from pyghmi.ipmi import command as ipmi_command
 
 from metering.bmc_reading import decode_dcmi_power_reading
 from metering.errors import BadReading, BmcUnsupported
+from metering.pyghmi_fixes import install_client_fixes
 
 #: Names BMCs give a whole-system power sensor, tried in this order.
 TOTAL_POWER_SENSORS = (
@@ -41,64 +39,6 @@ _GET_SENSOR_READING = 0x2D
 
 
 log = logging.getLogger(__name__)
-
-_io_wait_fixed = False
-_io_wait_lock = threading.Lock()
-
-
-def _install_io_wait_fix() -> None:
-    """Close a race in pyghmi's client wait that costs a ~1 s retransmission per hit.
-
-    pyghmi's ``awaitresponse`` sends a request, then registers to be woken when the BMC's
-    address next shows traffic. An answer that lands in between (a fast BMC on a short path:
-    ipmi_sim answered most SDR reads this way) is already queued on the session and wakes no
-    one, so the reader sleeps until its retransmission timer. The replacement registers as
-    before and returns at once when the session already holds a packet. It is installed once
-    per process and changes nothing else.
-    """
-    global _io_wait_fixed
-    with _io_wait_lock:
-        if _io_wait_fixed:
-            return
-        original = pyghmi_session._io_wait
-
-        def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-            if myaddr is None or evq is not None:
-                original(timeout, myaddr, evq)
-                return
-            event = threading.Event()
-            deadline = timeout + pyghmi_session._monotonic_time()
-            pyghmi_session.ioqueue.append((deadline, event, myaddr))
-            handlers = list(pyghmi_session.Session.bmc_handlers.get(myaddr, {}).values())
-            if any(h.pktqueue or h.lastresponse is not None for h in handlers):
-                return  # the answer is here (queued, or handled by another thread)
-            if deadline < pyghmi_session.selectdeadline:
-                wake = pyghmi_session.iosockets[0]
-                wake.sendto(b"\x01", (pyghmi_session.myself, wake.getsockname()[1]))
-            event.wait()
-
-        pyghmi_session._io_wait = _io_wait
-        # pyghmi takes its two global locks in both orders: a login holds KEEPALIVE_SESSIONS
-        # and then takes WAITING_SESSIONS, while a timeout found by wait_for_rsp() holds
-        # WAITING_SESSIONS and tears the session down under KEEPALIVE_SESSIONS. With many
-        # threads (a fleet's logins while some BMCs time out) the two deadlock for good; seen
-        # with 1,000 simulated BMCs. Both are re-entrant locks, so making them one lock keeps
-        # every code path's meaning and removes the inversion.
-        pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
-        _io_wait_fixed = True
-        # pyghmi sends its session keepalives from inside wait_for_rsp(); between reads
-        # nobody would call it, and BMCs drop sessions idle for about a minute.
-        threading.Thread(target=_pump_keepalives, name="pyghmi-keepalive", daemon=True).start()
-
-
-def _pump_keepalives() -> None:
-    while True:
-        try:
-            pyghmi_session.Session.wait_for_rsp(timeout=1.0)
-        except Exception:
-            # One broken session must not end the keepalives of every other one.
-            log.debug("pyghmi event loop iteration failed", exc_info=True)
-            time.sleep(1.0)
 
 
 @dataclass(frozen=True)
@@ -125,7 +65,7 @@ class IpmiPowerSession:
         password: str,
         sensor_names: Sequence[str] | None = None,
     ) -> None:
-        _install_io_wait_fix()
+        install_client_fixes()
         # Logging in happens here: pyghmi's Command constructor blocks until the session is up.
         # Credentials go in as bytes: pyghmi keys its half-open sessions by the values given
         # but deletes them by their encoded form, so str credentials leave a stale session
