@@ -141,6 +141,8 @@ class BookingRow(Base):
     __table_args__ = (
         CheckConstraint("end_at > start_at", name="positive_length"),
         Index("ix_bookings_host_time", "host_id", "start_at"),
+        # a host's bookings that end after an instant (its calendar, the overlap check)
+        Index("ix_bookings_host_end", "host_id", "end_at"),
         Index("ix_bookings_reservation", "reservation_id"),
     )
 
