@@ -18,13 +18,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from marketplace.admission import ClassCalendar
 from marketplace.binding import BindingPolicy, best_fit, match
 from marketplace.catalog import Sku
-from marketplace.db import epoch_ceil, epoch_floor
+from marketplace.db import UTCDateTime, epoch_ceil, epoch_floor
 from marketplace.documents import validate_data
 from marketplace.errors import (
     BookingConflict,
@@ -123,25 +123,55 @@ def _sites_of_places(s: Session, places: Sequence[str]) -> list[str]:
     return ordered
 
 
+def _classes_statement() -> Select[tuple[int, str, str, int, int]]:
+    # Hosts are counted per (site, SKU) first, along the index, and then joined to the SKUs.
+    per_class = (
+        select(
+            HostRow.sku_id,
+            HostRow.site_code,
+            func.sum(case((HostRow.state == "available", 1), else_=0)).label("usable"),
+        )
+        .group_by(HostRow.site_code, HostRow.sku_id)
+        .subquery()
+    )
+    return select(
+        per_class.c.sku_id,
+        per_class.c.site_code,
+        SkuRow.content_hash,
+        SkuRow.revision,
+        per_class.c.usable,
+    ).join(SkuRow, per_class.c.sku_id == SkuRow.id)
+
+
+#: Every (SKU revision, site) with hosts, with the SKU's cache key and its usable host count.
+#: Built once: constructing the subquery costs more than running it.
+_CLASSES = _classes_statement()
+
+
 def _candidates(s: Session, request: Request, *, required: bool = True) -> list[_Class]:
     """Classes that could serve ``request``, in the request's place order, then by SKU."""
+    return _sized_candidates(s, request, required=required)[0]
+
+
+def _sized_candidates(
+    s: Session, request: Request, *, required: bool = True
+) -> tuple[list[_Class], dict[HostClass, int]]:
+    """:func:`_candidates`, and how many usable hosts each has (its calendar's ``total``)."""
     sites = _sites_of_places(s, request.places)
-    stmt = (
-        select(HostRow.sku_id, HostRow.site_code)
-        .join(SkuRow, HostRow.sku_id == SkuRow.id)
-        .distinct()
-    )
+    stmt = _CLASSES
     if request.sku is not None:
         slug, _, rev = request.sku.partition("@")
         stmt = stmt.where(SkuRow.slug == slug)
         if rev:
             stmt = stmt.where(SkuRow.revision == int(rev))
-    id_pairs = s.execute(stmt).all()
-    rows = {
-        r.id: r
-        for r in s.scalars(select(SkuRow).where(SkuRow.id.in_({p.sku_id for p in id_pairs})))
-    }
-    pairs = [(rows[sku_id], site) for sku_id, site in id_pairs]
+    groups = s.execute(stmt).all()
+    # A SKU revision never changes: read its spec (and validate it) only when not cached yet.
+    skus = {g.sku_id: _SKU_CACHE.get((g.sku_id, g.content_hash, g.revision)) for g in groups}
+    missing = {sku_id for sku_id, sku in skus.items() if sku is None}
+    if missing:
+        for row in s.scalars(select(SkuRow).where(SkuRow.id.in_(missing))):
+            skus[row.id] = sku_of_row(row)
+    pairs = [(g.sku_id, g.site_code, int(g.usable or 0)) for g in groups]
     if request.sku is not None and not pairs:
         known = s.scalars(
             select(SkuRow.slug).where(SkuRow.slug == request.sku.partition("@")[0])
@@ -150,14 +180,16 @@ def _candidates(s: Session, request: Request, *, required: bool = True) -> list[
             "has no hosts yet" if known else "is not in the catalogue; `hwmarket sku list` shows it"
         )
         raise NotFound(f"SKU {request.sku!r} {what}")
-    skus: dict[int, Sku] = {}
     found = []
-    for row, site in pairs:
-        sku = skus.get(row.id) or skus.setdefault(row.id, sku_of_row(row))
+    sizes: dict[HostClass, int] = {}
+    for sku_id, site, usable in pairs:
+        sku = skus[sku_id]
+        assert sku is not None
         if request.where is not None and not request.where.matches(sku):
             continue
         if site in sites:
-            found.append(_Class(site, sku, row.id))
+            found.append(_Class(site, sku, sku_id))
+            sizes[found[-1].key] = usable
     if required and request.where is not None and not found:
         raise InvalidInput(
             [
@@ -171,7 +203,37 @@ def _candidates(s: Session, request: Request, *, required: bool = True) -> list[
         )
     rank = {site: i for i, site in enumerate(sites)}
     found.sort(key=lambda c: (rank[c.site], c.sku.slug, -(c.sku.revision or 0)))
-    return found
+    return found, sizes
+
+
+#: Every usable host of some classes with its live bookings ending after ``since``: one outer
+#: join, so a host with none comes once, with NULLs. The database hands the times over as
+#: whole epoch seconds, rounded outward as Interval rounds them. Built once (its construction
+#: costs about as much as running it for one site); this is the hot path of reserve().
+_CALENDAR = (
+    select(
+        HostRow.id,
+        HostRow.site_code,
+        HostRow.sku_id,
+        BookingRow.id,
+        BookingRow.kind,
+        epoch_floor(BookingRow.start_at),
+        epoch_ceil(BookingRow.end_at),
+    )
+    .outerjoin(
+        BookingRow,
+        and_(
+            BookingRow.host_id == HostRow.id,
+            BookingRow.voided.is_(False),
+            BookingRow.end_at > bindparam("since", type_=UTCDateTime()),
+        ),
+    )
+    .where(
+        HostRow.state == "available",
+        HostRow.sku_id.in_(bindparam("sku_ids", expanding=True)),
+        HostRow.site_code.in_(bindparam("sites", expanding=True)),
+    )
+)
 
 
 def _calendars(
@@ -181,33 +243,15 @@ def _calendars(
     by_key = {(c.site, c.sku_id): c.key for c in classes}
     if not by_key:
         return {}
-    # One outer join gives every usable host with its live bookings (a host with none comes
-    # once, with NULLs); the database hands the times over as whole epoch seconds, rounded
-    # outward as Interval rounds them. This is the hot path of reserve().
-    rows = s.execute(
-        select(
-            HostRow.id,
-            HostRow.site_code,
-            HostRow.sku_id,
-            BookingRow.id,
-            BookingRow.kind,
-            epoch_floor(BookingRow.start_at),
-            epoch_ceil(BookingRow.end_at),
-        )
-        .outerjoin(
-            BookingRow,
-            and_(
-                BookingRow.host_id == HostRow.id,
-                BookingRow.voided.is_(False),
-                BookingRow.end_at > since,
-            ),
-        )
-        .where(
-            HostRow.state == "available",
-            HostRow.sku_id.in_({c.sku_id for c in classes}),
-            HostRow.site_code.in_({c.site for c in classes}),
-        )
-    ).all()
+    # Through the session's connection: plain rows, without the ORM's per-row bookkeeping.
+    rows = s.connection().execute(
+        _CALENDAR,
+        {
+            "since": since,
+            "sku_ids": sorted({c.sku_id for c in classes}),
+            "sites": sorted({c.site for c in classes}),
+        },
+    )
     busy: dict[str, tuple[HostClass, list[tuple[int, int, BusyKind, str | None]]]] = {}
     for host_id, site, sku_id, booking_id, kind, lo, hi in rows:
         held = busy.get(host_id)
@@ -227,28 +271,6 @@ def _calendars(
         key, held_by = busy[host_id]
         hosts[key].append(HostSlots.of_seconds(host_id, held_by))
     return {key: ClassCalendar.of_slots(key, slots) for key, slots in hosts.items()}
-
-
-def _class_sizes(s: Session, classes: Sequence[_Class]) -> dict[HostClass, int]:
-    """How many usable hosts each class has (what its calendar's ``total`` will be)."""
-    by_key = {(c.site, c.sku_id): c.key for c in classes}
-    sizes = dict.fromkeys(by_key.values(), 0)
-    if not by_key:
-        return sizes
-    rows = s.execute(
-        select(HostRow.site_code, HostRow.sku_id, func.count())
-        .where(
-            HostRow.state == "available",
-            HostRow.sku_id.in_({c.sku_id for c in classes}),
-            HostRow.site_code.in_({c.site for c in classes}),
-        )
-        .group_by(HostRow.site_code, HostRow.sku_id)
-    ).all()
-    for site, sku_id, n in rows:
-        key = by_key.get((site, sku_id))
-        if key is not None:
-            sizes[key] = n
-    return sizes
 
 
 class _SiteCalendars:
@@ -423,8 +445,8 @@ def reserve(
 def _reserve_in(
     s: Session, request: Request, now: dt.datetime, policy: BindingPolicy
 ) -> Reservation:
-    classes = _candidates(s, request)
-    _check_count(classes, _class_sizes(s, classes), request)
+    classes, sizes = _sized_candidates(s, request)
+    _check_count(classes, sizes, request)
     calendars = _SiteCalendars(s, classes, min(now, request.start))
     start, end = request.start, request.end
     if request.latest_start is not None:
@@ -476,22 +498,23 @@ def _reserve_in(
             {"from": mv.from_host, "reason": f"re-packed to make room for {rid}"},
         )
     offer = _offer(chosen, request, len(binding.host_ids), window.start, window.end)
-    s.add(
-        ReservationRow(
-            id=rid,
-            customer=request.customer,
-            sku_id=chosen.sku_id,
-            site_code=chosen.site,
-            count=len(binding.host_ids),
-            start_at=window.start,
-            end_at=window.end,
-            state=ReservationState.CONFIRMED.value,
-            term=request.term,
-            currency=offer.currency,
-            list_price_hourly=offer.hourly_price,
-            created_at=now,
-        )
+    # Held until _load below reads it back: the session keeps clean rows only weakly, and a
+    # row it still has is read back without a query.
+    row = ReservationRow(
+        id=rid,
+        customer=request.customer,
+        sku_id=chosen.sku_id,
+        site_code=chosen.site,
+        count=len(binding.host_ids),
+        start_at=window.start,
+        end_at=window.end,
+        state=ReservationState.CONFIRMED.value,
+        term=request.term,
+        currency=offer.currency,
+        list_price_hourly=offer.hourly_price,
+        created_at=now,
     )
+    s.add(row)
     s.flush()
     s.add_all(
         BookingRow(
@@ -517,7 +540,8 @@ def _reserve_in(
         },
     )
     s.flush()
-    return _load(s, rid)
+    assert chosen.sku.revision is not None  # sku_of_row sets the stored revision
+    return _load(s, row.id, sku=(chosen.sku.slug, chosen.sku.revision))
 
 
 def _match(
@@ -619,9 +643,12 @@ def _event(
     )
 
 
-def _load(s: Session, reservation_id: str) -> Reservation:
+def _load(s: Session, reservation_id: str, *, sku: tuple[str, int] | None = None) -> Reservation:
+    """The reservation as stored; ``sku`` (slug, revision) saves reading its SKU when known."""
     row = _row(s, reservation_id)
-    sku = s.get_one(SkuRow, row.sku_id)
+    if sku is None:
+        sku_row = s.get_one(SkuRow, row.sku_id)
+        sku = (sku_row.slug, sku_row.revision)
     bookings = s.scalars(
         select(BookingRow).where(BookingRow.reservation_id == reservation_id)
     ).all()
@@ -635,8 +662,8 @@ def _load(s: Session, reservation_id: str) -> Reservation:
     return Reservation(
         id=row.id,
         customer=row.customer,
-        sku=sku.slug,
-        sku_revision=sku.revision,
+        sku=sku[0],
+        sku_revision=sku[1],
         site=row.site_code,
         count=row.count,
         start=row.start_at,

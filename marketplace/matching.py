@@ -290,7 +290,7 @@ class HostSlots:
         and a :class:`Busy` per row."""
         slots = cls.__new__(cls)
         slots.host_id = host_id
-        items = sorted(busy, key=lambda b: (b[0], b[1]))
+        items = sorted(busy, key=lambda b: (b[0], b[1])) if busy else ()
         slots.los = [b[0] for b in items]
         slots.his = [b[1] for b in items]
         slots.kinds = [b[2] for b in items]
