@@ -41,6 +41,8 @@ from marketplace.matching import (
     HostSlots,
     Interval,
     Option,
+    from_seconds,
+    to_seconds,
 )
 from marketplace.reservations import (
     Offer,
@@ -450,28 +452,18 @@ def _reserve_in(
     calendars = _SiteCalendars(s, classes, min(now, request.start))
     start, end = request.start, request.end
     if request.latest_start is not None:
-        every = calendars.every()
-        starts = [
-            (st, i)
-            for i, c in enumerate(classes)
-            if (
-                st := every[c.key].earliest_start(
-                    request.count, request.duration, request.start, request.latest_start
-                )
-            )
-        ]
-        if not starts:
+        found = _earliest_start(request, classes, calendars)
+        if found is None:
             raise NoCapacity(
                 _shortage(
                     request,
                     classes,
-                    every,
+                    calendars.every(),
                     request.start,
                     request.latest_start + request.duration,
                 )
             )
-        start = min(starts)[0]
-        end = start + request.duration
+        start, end = found, found + request.duration
     window = Interval(start, end)
     demand = Demand(
         tuple(Option(c.key, request.count) for c in classes),
@@ -542,6 +534,30 @@ def _reserve_in(
     s.flush()
     assert chosen.sku.revision is not None  # sku_of_row sets the stored revision
     return _load(s, row.id, sku=(chosen.sku.slug, chosen.sku.revision))
+
+
+def _earliest_start(
+    request: Request, classes: Sequence[_Class], calendars: _SiteCalendars
+) -> dt.datetime | None:
+    """The earliest start of a flexible ``request`` any class can take whole, or None.
+
+    The earliest over every class, as if every calendar were read; but no class can start
+    before ``request.start`` (rounded up to the second, as ``earliest_start`` rounds it), so
+    once a class in the sites read so far starts then, the sites after cannot change it.
+    """
+    assert request.latest_start is not None
+    soonest = from_seconds(to_seconds(request.start, up=True))
+    best: dt.datetime | None = None
+    for site in dict.fromkeys(c.site for c in classes):
+        for cal in calendars.of_sites({site}).values():
+            found = cal.earliest_start(
+                request.count, request.duration, request.start, request.latest_start
+            )
+            if found is not None and (best is None or found < best):
+                best = found
+        if best == soonest:
+            break
+    return best
 
 
 def _match(

@@ -92,7 +92,8 @@ def test_queries_over_many_sites_book_what_every_calendar_would_give(
 ) -> None:
     """reserve() reads calendars a site at a time; its choice must be match()'s over all of them:
     the first site with room, a later site when the first is full, the best partial grant
-    across sites, re-packing when only that makes room."""
+    across sites, re-packing when only that makes room; and a flexible start the earliest
+    over every site, also when a later site has it."""
 
     def last_fit(free: Sequence[HostSlots], count: int, lo: int, hi: int) -> list[HostSlots]:
         return list(free[-count:])
@@ -113,6 +114,13 @@ def test_queries_over_many_sites_book_what_every_calendar_would_give(
         {"count": 2, "where": x86, "start": 2, "end": 3},  # nowhere
         {"count": 1, "where": x86},  # only a re-pack at fra1 makes room
         {"count": 2, "where": {"arch": "aarch64"}, "places": ["sjc2", "fra1"]},
+        # flexible starts: the earliest over every site, wherever it is
+        {"count": 1, "where": x86, "start": 20, "end": 22, "latest_start": NOW + 30 * H},
+        {"count": 2, "where": x86, "latest_start": NOW + 20 * H},
+        {"count": 2, "where": x86, "latest_start": NOW + 20 * H},
+        {"count": 2, "where": x86, "latest_start": NOW + 20 * H},
+        {"count": 4, "where": x86, "latest_start": NOW + 20 * H},
+        {"count": 4, "where": x86, "latest_start": NOW + 6 * H},
     ]
     sites: list[str | None] = []
     for ask in asks:
@@ -121,9 +129,27 @@ def test_queries_over_many_sites_book_what_every_calendar_would_give(
         with example_store.reading() as s:
             classes = _candidates(s, request)
             every = _calendars(s, classes, NOW)
+        window = Interval(request.start, request.end)
+        if request.latest_start is not None:
+            starts = [
+                (st, c.site)
+                for c in classes
+                if (
+                    st := every[c.key].earliest_start(
+                        request.count, request.duration, request.start, request.latest_start
+                    )
+                )
+                is not None
+            ]
+            if not starts:
+                with pytest.raises(NoCapacity):
+                    reserve(example_store, request, now=NOW)
+                sites.append(None)
+                continue
+            window = Interval(min(starts)[0], min(starts)[0] + request.duration)
         demand = Demand(
             tuple(Option(c.key, request.count) for c in classes),
-            Interval(request.start, request.end),
+            window,
             min_fraction=(request.min_count or request.count) / request.count,
         )
         try:
@@ -137,7 +163,11 @@ def test_queries_over_many_sites_book_what_every_calendar_would_give(
         sites.append(got.site)
         assert (got.site, f"{got.sku}@{got.sku_revision}") == expected.host_class
         assert tuple(got.hosts) == tuple(sorted(expected.host_ids))
-    assert sites == ["sjc1", "fra1", "sjc1", "sjc1", "sjc2", "sjc1", None, "fra1", "sjc2"]
+        assert (got.start, got.end) == (expected.window.start, expected.window.end)
+    assert sites == [
+        *["sjc1", "fra1", "sjc1", "sjc1", "sjc2", "sjc1", None, "fra1", "sjc2"],
+        *["fra1", "sjc1", "sjc2", "fra1", "sjc1", None],  # flexible: hours 20, 5, 5, 9, 9
+    ]
 
 
 def test_cancel_frees_capacity_at_once(example_store: Store) -> None:
