@@ -28,6 +28,8 @@ from metering.bmc import BmcClient, BmcTarget
 from metering.bmc_reading import PowerReading
 from metering.errors import BmcError
 
+#: With spread polling, due times fall on a grid of this many seconds.
+SPREAD_TICK_S = 0.1
 #: Causes of a failed poll that a quick retry may cure.
 RETRYABLE = frozenset({"timeout", "unreachable"})
 
@@ -295,28 +297,31 @@ class Collector:
 
     # -- rounds -----------------------------------------------------------------------------
 
+    def _submit(
+        self, target: PollTarget, due: dt.datetime, every_s: float, stats: RoundStats
+    ) -> Future[PollResult] | None:
+        """Start one poll of ``target`` unless it is backing off or its last poll still runs."""
+        stats.due += 1
+        with self._lock:
+            st = self._state[target.host]
+            if st.busy:
+                stats.skipped_busy += 1
+                return None
+            if st.next_allowed > time.monotonic():
+                stats.skipped_backoff += 1
+                return None
+            st.busy = True
+        fut = self._pool.submit(self._poll, target.host, due)
+        fut.add_done_callback(lambda f: self._finish(f.result(), every_s))
+        stats.polled += 1
+        return fut
+
     def submit_round(
         self, due: dt.datetime, every_s: float, stats: RoundStats
     ) -> list[Future[PollResult]]:
         """Start one poll of every host that is due (not backing off, not still busy)."""
-        now = time.monotonic()
-        futures = []
-        for t in self.targets:
-            stats.due += 1
-            with self._lock:
-                st = self._state[t.host]
-                if st.busy:
-                    stats.skipped_busy += 1
-                    continue
-                if st.next_allowed > now:
-                    stats.skipped_backoff += 1
-                    continue
-                st.busy = True
-            fut = self._pool.submit(self._poll, t.host, due)
-            fut.add_done_callback(lambda f: self._finish(f.result(), every_s))
-            futures.append(fut)
-        stats.polled = len(futures)
-        return futures
+        futures = [self._submit(t, due, every_s, stats) for t in self.targets]
+        return [f for f in futures if f is not None]
 
     def poll_once(self) -> list[PollResult]:
         """Poll every host once, concurrently; return when all polls have ended."""
@@ -332,29 +337,48 @@ class Collector:
         every_s: float,
         duration_s: float,
         *,
+        spread: bool = True,
         on_round: Callable[[int, RoundStats, CollectorStats], None] | None = None,
         stop: threading.Event | None = None,
     ) -> CollectorStats:
-        """Poll every ``every_s`` seconds for ``duration_s``; write each round's results as
-        they end, in batches. Returns totals, with the on-time ratio."""
+        """Poll every host every ``every_s`` seconds for ``duration_s``; write each round's
+        results in one batch as the round ends. Returns totals, with the on-time ratio.
+
+        With ``spread`` (the default) the hosts' due times are spread evenly over the interval
+        (host ``i`` of ``n`` is due ``i/n`` of the way into each round, rounded down to a
+        multiple of ``SPREAD_TICK_S``), as Prometheus spreads
+        its scrapes: the BMCs, the network and this process see a steady trickle of polls
+        instead of a burst of ``n`` at once. ``spread=False`` makes every host due at the start
+        of each round (samples aligned in time, at the price of the burst).
+        """
         stats = CollectorStats()
         stop = stop or threading.Event()
+        n = len(self.targets)
+        # Spread offsets fall on a grid of SPREAD_TICK_S: the polls of one tick start together
+        # (one wake-up of this thread and of pyghmi's I/O thread serves several polls).
+        tick = min(SPREAD_TICK_S, every_s)
+        offsets = [(every_s * i / n) // tick * tick if spread else 0.0 for i in range(n)]
         start = time.monotonic()
         wall0 = dt.datetime.now(dt.UTC)
         rounds = max(1, int(duration_s // every_s))
-        pending: list[tuple[int, Future[PollResult]]] = []
+        pending: list[Future[PollResult]] = []
         for k in range(rounds):
-            target = start + k * every_s
-            delay = target - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                break
             rs = RoundStats()
-            due = wall0 + dt.timedelta(seconds=k * every_s)
-            pending += [(k, f) for f in self.submit_round(due, every_s, rs)]
+            round_start = start + k * every_s
+            for target, offset in zip(self.targets, offsets, strict=True):
+                delay = round_start + offset - time.monotonic()
+                if delay > 0.001 and stop.wait(delay):
+                    break
+                due = wall0 + dt.timedelta(seconds=k * every_s + offset)
+                fut = self._submit(target, due, every_s, rs)
+                if fut is not None:
+                    pending.append(fut)
             stats.rounds += 1
             stats.due += rs.due
             stats.skipped_backoff += rs.skipped_backoff
             stats.skipped_busy += rs.skipped_busy
+            if stop.is_set():
+                break
             pending = self._drain(pending, stats, every_s, final=False)
             if on_round:
                 on_round(k, rs, stats)
@@ -363,15 +387,15 @@ class Collector:
 
     def _drain(
         self,
-        pending: list[tuple[int, Future[PollResult]]],
+        pending: list[Future[PollResult]],
         stats: CollectorStats,
         every_s: float,
         *,
         final: bool,
-    ) -> list[tuple[int, Future[PollResult]]]:
-        done = [(k, f) for k, f in pending if final or f.done()]
-        rest = [(k, f) for k, f in pending if not (final or f.done())]
-        results = [f.result() for _, f in done]
+    ) -> list[Future[PollResult]]:
+        done = [f for f in pending if final or f.done()]
+        rest = [f for f in pending if not (final or f.done())]
+        results = [f.result() for f in done]
         for r in results:
             stats.polled += 1
             if r.ok:

@@ -24,7 +24,7 @@ import pyghmi.ipmi.private.session as ipmisession
 
 from metering.bmc_reading import DcmiPowerRecord, encode_dcmi_power_reading
 from metering.power_models import PowerModel
-from metering.pyghmi_fixes import install_receive_fix
+from metering.pyghmi_fixes import install_io_fixes
 
 #: Fault modes: none, drop (never answers), sentinel (0xFFFF watts), garbage (truncated
 #: record), inactive (measurement-active bit clear), clock-1970 (BMC clock near the epoch),
@@ -117,7 +117,7 @@ class SimulatedBmc(pyghmi_bmc.Bmc):
     ) -> None:
         if not address.startswith("127."):
             raise ValueError("simulated BMCs listen on loopback addresses (127.0.0.0/8) only")
-        install_receive_fix()  # one blocked read would otherwise freeze every BMC of the process
+        install_io_fixes()  # one blocked read would otherwise freeze every BMC of the process
         with _first_socket_lock:
             if not ipmisession.iosockets:
                 # pyghmi wakes its I/O thread through the first socket it ever made. Make
