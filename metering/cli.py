@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from marketplace.cli import fails_cleanly, store
 from marketplace.cli_reservations import parse_time
-from marketplace.console import OutputFormat, emit, err
+from marketplace.console import OutputFormat, emit, emit_one, err
 from marketplace.errors import InvalidInput, Problem
 
 samples_app = typer.Typer(
@@ -207,7 +207,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
     ) -> None:
-        """Poll the BMCs' power (IPMI DCMI / SDR, Redfish) into the store or a Parquet dataset."""
+        """Poll the BMCs' power (IPMI DCMI / SDR, Redfish) into the store or a Parquet dataset.
+
+        With --once, --format json prints one object per host (host, ok, watts, source, error,
+        elapsed_s); otherwise the run's totals (rounds, polled, ok, failed, on_time_ratio ...).
+        `hwmarket bmc status` shows each BMC's last success and last error afterwards.
+        """
         from metering.collector import Collector, ParquetSink
         from metering.ledger import StoreSink, poll_targets
 
@@ -228,12 +233,43 @@ def register(app: typer.Typer) -> None:
                 if not any(r.ok for r in results):
                     raise typer.Exit(1)
                 return
-            _run_live(
-                collector,
-                parse_duration(every, "--every"),
-                parse_duration(duration, "--duration"),
-                len(targets),
+            every_s = parse_duration(every, "--every")
+            duration_s = parse_duration(duration, "--duration")
+            if fmt is OutputFormat.table:
+                _run_live(collector, every_s, duration_s, len(targets))
+                return
+            stats = collector.run(every_s, duration_s)
+            emit_one(
+                {
+                    "hosts": len(targets),
+                    "every_s": every_s,
+                    "rounds": stats.rounds,
+                    "due": stats.due,
+                    "polled": stats.polled,
+                    "ok": stats.ok,
+                    "failed": stats.failed,
+                    "skipped_backoff": stats.skipped_backoff,
+                    "skipped_busy": stats.skipped_busy,
+                    "on_time_ratio": round(stats.on_time_ratio, 6),
+                    "causes": stats.causes,
+                },
+                fmt,
             )
+
+    @bmc_app.command("status")
+    @fails_cleanly
+    def bmc_status_command(
+        fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    ) -> None:
+        """Each polled BMC's status: method, last success, last error, consecutive failures."""
+        from metering.ledger import bmc_status
+
+        frame = bmc_status(store())
+        records = [
+            {str(k): (None if pd.isna(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")
+        ]
+        emit(records, fmt, title="BMC status", columns=list(frame.columns))
 
     @bmc_app.command("simulate")
     @fails_cleanly

@@ -197,6 +197,38 @@ def test_collect_once_json_over_real_ipmi(db: str, tmp_path: Path) -> None:
     assert fleet.password not in out + err
 
 
+def test_collect_every_json_totals_and_bmc_status(db: str, tmp_path: Path) -> None:
+    fleet = SimFleetProcess(3, faults={2: "drop"})
+    try:
+        inv = tmp_path / "sim.yaml"
+        inv.write_text(
+            "hosts:\n"
+            + "".join(
+                f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {fleet.base_port + i}, username: admin, password: {fleet.password}}}}}\n"
+                for i in range(3)
+            )
+        )
+        assert hw(db, "inventory", "import", str(inv))[0] == 0
+        code, out, err = hw(
+            db, "collect", "--every", "1s", "--duration", "2s",
+            "--host", "sim-0", "--host", "sim-1", "--host", "sim-2",
+            "--timeout", "0.5", "--retries", "0", "-f", "json",
+        )  # fmt: skip
+    finally:
+        fleet.stop()
+    assert code == 0, err
+    totals = json.loads(out)
+    assert totals["hosts"] == 3 and totals["rounds"] == 2
+    assert totals["ok"] == 4 and totals["causes"] == {"timeout": totals["failed"]}
+    code, out, err = hw(db, "bmc", "status", "-f", "json")
+    assert code == 0, err
+    status = {r["host"]: r for r in json.loads(out)}
+    assert set(status) == {"sim-0", "sim-1", "sim-2"}
+    assert status["sim-0"]["method"] == "dcmi" and status["sim-0"]["consecutive_failures"] == 0
+    assert status["sim-2"]["last_error"].startswith("timeout")
+    assert fleet.password not in out + err
+
+
 def test_meter_usage_and_invoices(db: str, tmp_path: Path) -> None:
     hw(
         db,
