@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from metering.demo_ports import free_udp_block
+
 LOOPBACK = "127.0.0.1"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 APT_HINT = "apt-get install openipmi ipmitool"
@@ -39,26 +41,9 @@ def require_binary(name: str, install: str) -> str:
 
 
 def free_udp_ports(count: int) -> int:
-    """A base port with ``count`` consecutive UDP ports free on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOOPBACK, 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65000:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(s)
-                s.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free UDP ports on 127.0.0.1")
+    """A base port with ``count`` consecutive UDP ports free on 127.0.0.1 (below the
+    ephemeral range, so no client socket can take one before the peer binds it)."""
+    return free_udp_block(count)
 
 
 def free_tcp_port() -> int:
