@@ -23,6 +23,7 @@ measurement); each fix below changes that one behaviour and nothing else.
 - a lost wake-up in the client's wait for an answer (see :func:`_install_io_wait_fix`), and
   that wait no longer costs the I/O thread an extra wake-up per request;
 - one lock instead of pyghmi's two global session locks, which it takes in both orders;
+- ``Session.pause()`` logs the exception it swallows instead of printing it to stdout;
 - a thread that sends session keepalives between reads.
 """
 
@@ -99,6 +100,9 @@ def install_client_fixes() -> None:
         # with 1,000 simulated BMCs. Both are re-entrant locks, so making them one lock keeps
         # every code path's meaning and removes the inversion.
         pyghmi_session.WAITING_SESSIONS = pyghmi_session.KEEPALIVE_SESSIONS
+        # pyghmi's Session.pause() print()s any exception to stdout, which would corrupt
+        # `collect --format json` output; the same loop, logging instead.
+        pyghmi_session.Session.pause = classmethod(_pause)
         # pyghmi sends its session keepalives from inside wait_for_rsp(); between reads
         # nobody would call it, and BMCs drop sessions idle for about a minute.
         threading.Thread(target=_pump_keepalives, name="pyghmi-keepalive", daemon=True).start()
@@ -132,6 +136,15 @@ def _install_io_wait_fix() -> None:
         event.wait(max(timeout, 0.0))
 
     pyghmi_session._io_wait = _io_wait
+
+
+def _pause(cls: Any, timeout: float) -> None:
+    try:
+        start = pyghmi_session._monotonic_time()
+        while pyghmi_session._monotonic_time() - start < timeout:
+            cls.wait_for_rsp(timeout - (pyghmi_session._monotonic_time() - start))
+    except Exception as exc:
+        log.debug("pyghmi session pause ended early: %r", exc)
 
 
 def _pump_keepalives() -> None:
