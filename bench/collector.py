@@ -85,7 +85,9 @@ def measure(
             for i in range(fleet)
         ]
         with Collector(targets, timeout_s=5.0, retries=1, workers=workers) as collector:
-            collector.poll_once()  # logins and method detection, outside the measurement
+            # One round to log in and detect methods, outside the measurement (spread like the
+            # rounds that follow: 10,000 logins at once would only measure the burst)
+            collector.run(every, every, spread=spread)
             sim0, cpu0, wall0 = sims.cpu_s(), time.process_time(), time.perf_counter()
             stats = collector.run(every, duration, spread=spread)
             cpu1, wall1, sim1 = time.process_time(), time.perf_counter(), sims.cpu_s()
