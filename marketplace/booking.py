@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, func, select
+from sqlalchemy import Select, and_, bindparam, case, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from marketplace.admission import ClassCalendar
@@ -40,6 +40,7 @@ from marketplace.matching import (
     HostClass,
     HostSlots,
     Interval,
+    Move,
     Option,
     from_seconds,
     to_seconds,
@@ -477,18 +478,8 @@ def _reserve_in(
         raise NoCapacity(_shortage(request, classes, calendars.every(), start, end)) from None
     chosen = next(c for c in classes if c.key == binding.host_class)
     rid = "rsv_" + uuid.uuid4().hex[:20]
-    for mv in binding.moves:
-        booking = s.get_one(BookingRow, int(mv.booking_id))
-        booking.host_id = mv.to_host
-        assert booking.reservation_id is not None
-        _event(
-            s,
-            booking.reservation_id,
-            now,
-            "moved",
-            mv.to_host,
-            {"from": mv.from_host, "reason": f"re-packed to make room for {rid}"},
-        )
+    if binding.moves:
+        _move_bookings(s, binding.moves, now, f"re-packed to make room for {rid}")
     offer = _offer(chosen, request, len(binding.host_ids), window.start, window.end)
     # Held until _load below reads it back: the session keeps clean rows only weakly, and a
     # row it still has is read back without a query.
@@ -534,6 +525,59 @@ def _reserve_in(
     s.flush()
     assert chosen.sku.revision is not None  # sku_of_row sets the stored revision
     return _load(s, row.id, sku=(chosen.sku.slug, chosen.sku.revision))
+
+
+def _move_bookings(s: Session, moves: Sequence[Move], now: dt.datetime, reason: str) -> None:
+    """Re-bind bookings that have not started to the hosts ``moves`` give, with an event each.
+
+    The database checks each row as it is written, so moving them one at a time fails whenever
+    a re-pack swaps or chains bookings (one moves onto a host another has yet to leave). So
+    first every moved booking is voided, which takes it out of the overlap check, and then each
+    is written back live on its new host: every state in between holds a subset of the final
+    live bookings, and each row gets the usual check. No one else sees the voided rows: SQLite
+    serialises writers, and PostgreSQL shows others the old rows until the commit (an insert
+    over one of them waits for it). A booking that had not started held nothing, so the row
+    keeps its id and times and only its host changes: the bookings stay the exact record of who
+    held which host when, and each move is one "moved" event.
+
+    On PostgreSQL the calendar may be stale by now (read committed): a booking that a concurrent
+    re-pack moved, or a cancel voided, is not where the moves think, and is not moved (nor
+    brought back to life); the booker gets :class:`BookingConflict` and tries again.
+    """
+    voided = s.execute(
+        update(BookingRow)
+        .where(
+            tuple_(BookingRow.id, BookingRow.host_id).in_(
+                [(int(mv.booking_id), mv.from_host) for mv in moves]
+            ),
+            BookingRow.kind == "reservation",
+            BookingRow.voided.is_(False),
+        )
+        .values(voided=True)
+        .returning(BookingRow.id, BookingRow.reservation_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if len(voided) != len(moves):
+        raise BookingConflict(
+            "a concurrent change moved or cancelled a booking this re-pack would move; try again"
+        )
+    holder: dict[int, str] = {}
+    for booking_id, reservation_id in voided:
+        assert reservation_id is not None  # a reservation's booking (the kind says so)
+        holder[booking_id] = reservation_id
+    s.execute(
+        update(BookingRow),
+        [{"id": int(mv.booking_id), "host_id": mv.to_host, "voided": False} for mv in moves],
+    )
+    for mv in moves:
+        _event(
+            s,
+            holder[int(mv.booking_id)],
+            now,
+            "moved",
+            mv.to_host,
+            {"from": mv.from_host, "reason": reason},
+        )
 
 
 def _earliest_start(

@@ -7,12 +7,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from marketplace.binding import first_fit, match
-from marketplace.booking import _calendars, _candidates, as_request, available, quote, reserve
+from marketplace.binding import BindingPolicy, first_fit, match
+from marketplace.booking import (
+    _calendars,
+    _candidates,
+    _move_bookings,
+    as_request,
+    available,
+    quote,
+    reserve,
+)
 from marketplace.capacity import capacity, holdings
-from marketplace.errors import InvalidInput, InvalidState, NoCapacity, NotFound
+from marketplace.errors import BookingConflict, InvalidInput, InvalidState, NoCapacity, NotFound
 from marketplace.lifecycle import (
     cancel,
     extend,
@@ -23,9 +31,11 @@ from marketplace.lifecycle import (
     reservation_events,
     schedule_maintenance,
 )
-from marketplace.matching import Demand, HostSlots, Interval, Option
+from marketplace.matching import Demand, HostSlots, Interval, Move, Option
 from marketplace.reservations import ReservationState
+from marketplace.schema import BookingRow
 from marketplace.store import Store
+from tests.conftest import EXAMPLES
 
 NOW = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -270,3 +280,137 @@ def test_capacity_levels_and_steps(example_store: Store) -> None:
         and (steps.free + steps.reserved + steps.maintenance == steps.total).all()
     )
     assert list_reservations(example_store, customer="acme", now=NOW)[0].count == 3
+
+
+# -- re-packing that swaps or rotates bookings between hosts ------------------------------------
+
+#: Pairs of live bookings of one host whose times overlap (must be none).
+OVERLAPS = """
+SELECT count(*) FROM bookings a JOIN bookings b ON a.host_id = b.host_id AND a.id < b.id
+ WHERE NOT a.voided AND NOT b.voided AND a.start_at < b.end_at AND b.start_at < a.end_at
+"""
+
+#: name: (bookings {name: (host, start h, end h)}, maintenance [(host, start h, end h)],
+#: where each booking must end up). A request for 1 host for [1 h, 3 h) fits only if the
+#: bookings move as shown: no host is free for it, no host can be emptied by moving its own
+#: bookings where they fit as things stand, and the full re-plan puts the request on rp-h1.
+REPACKS: dict[
+    str, tuple[dict[str, tuple[str, int, int]], list[tuple[str, int, int]], dict[str, str]]
+] = {
+    "swap": (
+        {"a": ("rp-h1", 2, 4), "b": ("rp-h2", 3, 5)},
+        [("rp-h2", 1, 2)],
+        {"a": "rp-h2", "b": "rp-h1"},
+    ),
+    "rotation of three": (
+        {"a": ("rp-h1", 2, 4), "b": ("rp-h2", 3, 5), "c": ("rp-h3", 4, 6)},
+        [("rp-h2", 1, 2), ("rp-h2", 5, 6), ("rp-h3", 1, 3), ("rp-h3", 6, 7)],
+        {"a": "rp-h2", "b": "rp-h3", "c": "rp-h1"},
+    ),
+}
+
+
+def rows_of(store: Store, *tables: str) -> list[list[tuple[Any, ...]]]:
+    with store.engine.connect() as conn:
+        return [
+            [tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} ORDER BY 1"))] for t in tables
+        ]
+
+
+def on_host(host_id: str) -> BindingPolicy:
+    """A binding policy that takes ``host_id``: how these tests lay out a calendar."""
+
+    def choose(free: Sequence[HostSlots], count: int, lo: int, hi: int) -> list[HostSlots]:
+        return [h for h in free if h.host_id == host_id][:count]
+
+    return choose
+
+
+def rack(store: Store, hosts: int) -> None:
+    """The example listings and one site, rp1, with ``hosts`` c3.small.x86 hosts rp-h1..."""
+    store.import_listings(sorted((EXAMPLES / "listings").iterdir()))
+    site = {"code": "rp1", "name": "Repack 1", "country": "NL", "timezone": "Europe/Amsterdam",
+            "energy_price_kwh": "0.20", "pue": 1.3}  # fmt: skip
+    store.import_inventory(
+        {
+            "regions": [{"code": "rp", "name": "Repack",
+                         "metros": [{"code": "rpm", "name": "Repack", "sites": [site]}]}],
+            "hosts": [{"id": f"rp-h{i}", "sku": "c3.small.x86", "site": "rp1"}
+                      for i in range(1, hosts + 1)],
+        }
+    )  # fmt: skip
+
+
+def lay_out(store: Store, scenario: str) -> dict[str, str]:
+    """The hosts, bookings and maintenance of ``REPACKS[scenario]``; the reservation ids."""
+    bookings, maintenance, _ = REPACKS[scenario]
+    rack(store, len({h for h, _, _ in bookings.values()}))
+    rid = {}
+    for name, (host, start, end) in bookings.items():
+        r = reserve(store, req(1, start, end, places=["rp1"]), now=NOW, policy=on_host(host))
+        assert r.hosts == [host]
+        rid[name] = r.id
+    for host, start, end in maintenance:
+        assert schedule_maintenance(store, host, NOW + start * H, NOW + end * H, now=NOW) == []
+    return rid
+
+
+@pytest.mark.parametrize("scenario", sorted(REPACKS))
+def test_repack_that_swaps_or_rotates_bookings_between_hosts(store: Store, scenario: str) -> None:
+    """reserve() used to move the bookings one UPDATE at a time, so the first move of a swap
+    or a rotation landed on a booking not moved yet: the overlap trigger / exclusion
+    constraint refused it every time, and the request failed with BookingConflict after
+    MAX_ATTEMPTS "lost races" with no other booker."""
+    bookings, maintenance, expected = REPACKS[scenario]
+    rid = lay_out(store, scenario)
+
+    new = reserve(store, req(1, 1, 3, places=["rp1"]), now=NOW)
+
+    assert new.hosts == ["rp-h1"]
+    assert {name: get_reservation(store, r).hosts[0] for name, r in rid.items()} == expected
+    with store.engine.connect() as conn:
+        assert conn.execute(text(OVERLAPS)).scalar() == 0
+    for name, r in rid.items():
+        events = reservation_events(store, r, now=NOW)
+        assert [e.kind for e in events] == ["confirmed", "moved"]
+        assert events[1].host == expected[name]
+        assert events[1].detail["from"] == bookings[name][0]
+        assert new.id in events[1].detail["reason"]
+    # metering's record: each moved reservation held only its new host, for its whole window
+    held = holdings(store, NOW, NOW + 10 * H)
+    for name, r in rid.items():
+        mine = held[held.reservation_id == r]
+        _, start, end = bookings[name]
+        assert list(mine.host) == [expected[name]]
+        assert (mine.start.iloc[0], mine.end.iloc[0]) == (NOW + start * H, NOW + end * H)
+    assert table_rows(store)["bookings"] == len(bookings) + len(maintenance) + 1
+    # the database still refuses an overlap, inserted or moved into place
+    with pytest.raises(BookingConflict), store.writing() as s:
+        s.add(BookingRow(reservation_id=new.id, host_id="rp-h1", kind="reservation",
+                         start_at=NOW + 2 * H, end_at=NOW + 4 * H, voided=False))  # fmt: skip
+    with pytest.raises(BookingConflict), store.writing() as s:
+        moved = s.scalars(select(BookingRow).where(BookingRow.reservation_id == rid["a"])).one()
+        moved.host_id = "rp-h1"
+
+
+def test_repack_on_a_stale_calendar_moves_nothing(store: Store) -> None:
+    """On PostgreSQL a booker's calendar can be stale when it writes (read committed): a
+    booking it re-packs may have been moved, or cancelled, by a concurrent booker since. Its
+    moves must then fail as a lost race (BookingConflict, retried on fresh calendars), not
+    move a booking from where it no longer is, nor bring a cancelled one back to life."""
+    rid = lay_out(store, "swap")
+    with store.reading() as s:
+        booking_of = {
+            name: str(s.scalars(select(BookingRow.id).where(BookingRow.reservation_id == r)).one())
+            for name, r in rid.items()
+        }
+    cancel(store, rid["b"], now=NOW)
+    before = rows_of(store, "bookings", "reservation_events")
+    stale = [
+        [Move(booking_of["a"], "rp-h2", "rp-h1", Interval(NOW + 2 * H, NOW + 4 * H))],  # not there
+        [Move(booking_of["b"], "rp-h2", "rp-h1", Interval(NOW + 3 * H, NOW + 5 * H))],  # cancelled
+    ]
+    for moves in stale:
+        with pytest.raises(BookingConflict, match="moved or cancelled"), store.writing() as s:
+            _move_bookings(s, moves, NOW, "a stale re-pack")
+    assert rows_of(store, "bookings", "reservation_events") == before
