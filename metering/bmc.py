@@ -359,7 +359,9 @@ class BmcClient:
             return BmcUnreachable(text, label)
         if isinstance(err, ValueError | KeyError | TypeError | IndexError):
             return BadReading(f"undecodable answer ({type(err).__name__}: {text})", label)
-        return BmcError(f"{type(err).__name__}: {text}", label)
+        # Anything else came out of decoding a BMC's answer (pyghmi raises struct.error and
+        # the like on malformed packets): one of the documented causes, with the type kept.
+        return BadReading(f"unexpected answer ({type(err).__name__}: {text})", label)
 
 
 def _accept_any(certificate: bytes) -> bool:
