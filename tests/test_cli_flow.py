@@ -151,21 +151,26 @@ def test_quote_reserve_and_the_life_of_a_reservation(db: str) -> None:
     assert code == 1 and "time zone" in err
 
 
+def _import_sim_hosts(db: str, fleet: SimFleetProcess, tmp_path: Path) -> None:
+    """Hosts sim-0 .. sim-N at sjc1 whose BMCs are the simulated fleet's."""
+    inv = tmp_path / "sim.yaml"
+    inv.write_text(
+        "hosts:\n"
+        + "".join(
+            f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {ep.port}, username: admin, password: {fleet.password}}}}}\n"
+            for i, ep in enumerate(fleet.endpoints)
+        )
+    )
+    assert hw(db, "inventory", "import", str(inv))[0] == 0
+
+
 def test_collect_once_json_over_real_ipmi(db: str, tmp_path: Path) -> None:
     # The BMCs run in a child process, as real ones run elsewhere: a BMC that never answers
     # must cost its poll no more than its timeout.
     fleet = SimFleetProcess(3)
     try:
         fleet.set_fault(fleet.base_port + 2, "drop")
-        inv = tmp_path / "sim.yaml"
-        inv.write_text(
-            "hosts:\n"
-            + "".join(
-                f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {fleet.base_port + i}, username: admin, password: {fleet.password}}}}}\n"
-                for i in range(3)
-            )
-        )
-        assert hw(db, "inventory", "import", str(inv))[0] == 0
+        _import_sim_hosts(db, fleet, tmp_path)
         code, out, err = hw(
             db,
             "collect",
@@ -200,15 +205,7 @@ def test_collect_once_json_over_real_ipmi(db: str, tmp_path: Path) -> None:
 def test_collect_every_json_totals_and_bmc_status(db: str, tmp_path: Path) -> None:
     fleet = SimFleetProcess(3, faults={2: "drop"})
     try:
-        inv = tmp_path / "sim.yaml"
-        inv.write_text(
-            "hosts:\n"
-            + "".join(
-                f"  - {{id: sim-{i}, sku: c3.small.x86, site: sjc1, bmc: {{protocol: ipmi, address: 127.0.0.1, port: {fleet.base_port + i}, username: admin, password: {fleet.password}}}}}\n"
-                for i in range(3)
-            )
-        )
-        assert hw(db, "inventory", "import", str(inv))[0] == 0
+        _import_sim_hosts(db, fleet, tmp_path)
         code, out, err = hw(
             db, "collect", "--every", "1s", "--duration", "2s",
             "--host", "sim-0", "--host", "sim-1", "--host", "sim-2",
